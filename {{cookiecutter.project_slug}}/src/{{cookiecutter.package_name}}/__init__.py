@@ -1,0 +1,8 @@
+"""The {{ cookiecutter.project_slug }} service: a FastAPI app on PostgreSQL."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("{{ cookiecutter.project_slug }}")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"

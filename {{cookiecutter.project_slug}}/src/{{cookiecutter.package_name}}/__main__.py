@@ -1,0 +1,47 @@
+"""Command line: `python -m {{ cookiecutter.package_name }} [serve|migrate|dev]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from {{ cookiecutter.package_name }}.settings import SettingsError, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a command; a bad setting exits 2 with the variable named, before any port is bound."""
+    parser = argparse.ArgumentParser(prog="python -m {{ cookiecutter.package_name }}")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="serve",
+        choices=["serve", "migrate", "dev"],
+        help="serve (default): run the HTTP service; migrate: apply SQL migrations and exit; "
+        "dev: serve with reload and an embedded PostgreSQL when no database URL is set",
+    )
+    command = parser.parse_args(argv).command
+    if command == "dev":
+        from {{ cookiecutter.package_name }}.dev import main as dev  # noqa: PLC0415 - dev-only dependencies
+
+        dev()
+        return 0
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)  # noqa: T201 - logging is not set up yet
+        return 2
+    if command == "migrate":
+        from {{ cookiecutter.package_name }}.app import run_migrations  # noqa: PLC0415
+
+        applied = asyncio.run(run_migrations(settings.dsn))
+        print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")  # noqa: T201
+        return 0
+    from {{ cookiecutter.package_name }}.server import serve  # noqa: PLC0415
+
+    serve(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""The app factory: the one place where the service's parts are wired together.
+
+Read top to bottom, `create_app` is the whole service: logging and tracing, the
+middleware stack (outermost first: access log, tracing, metrics, load shedding,
+deadline), the routes, and a lifespan that opens every resource and closes it again.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import asyncpg
+import structlog
+from fastapi import FastAPI
+
+from {{ cookiecutter.package_name }} import __version__, health
+from {{ cookiecutter.package_name }}.db import Database, close_pool, create_pool, is_unavailable
+from {{ cookiecutter.package_name }}.deadline import DeadlineMiddleware
+from {{ cookiecutter.package_name }}.health import HEALTH_PATHS, Health
+from {{ cookiecutter.package_name }}.http_client import build_outbound_client
+{%- if cookiecutter.include_example_api == "yes" %}
+from {{ cookiecutter.package_name }}.items.routes import router as items_router
+{%- endif %}
+from {{ cookiecutter.package_name }}.lifecycle import Drain
+from {{ cookiecutter.package_name }}.migrations import apply_migrations
+from {{ cookiecutter.package_name }}.observability.access_log import AccessLogMiddleware
+from {{ cookiecutter.package_name }}.observability.event_loop import LoopLagMonitor
+from {{ cookiecutter.package_name }}.observability.logging import configure_logging, enable_loop_debug
+{%- if cookiecutter.metrics == "prometheus" %}
+from {{ cookiecutter.package_name }}.observability.metrics import METRICS_PATH, Metrics, MetricsMiddleware
+from {{ cookiecutter.package_name }}.observability.metrics import router as metrics_router
+{%- endif %}
+{%- if cookiecutter.tracing == "opentelemetry" %}
+from {{ cookiecutter.package_name }}.observability.tracing import (
+    TracingMiddleware,
+    add_trace_ids,
+    configure_tracing,
+    inject_trace_headers,
+    query_span,
+)
+{%- endif %}
+from {{ cookiecutter.package_name }}.problems import install_problem_handlers
+from {{ cookiecutter.package_name }}.resilience import BreakerConfig, CircuitBreaker, CircuitState
+from {{ cookiecutter.package_name }}.settings import BreakerSettings, Settings, load_settings
+from {{ cookiecutter.package_name }}.shedding import LoadSheddingMiddleware, RequestStats
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+log = structlog.get_logger(__name__)
+
+
+def breaker_config(settings: BreakerSettings) -> BreakerConfig:
+    """Translate breaker settings into the breaker's own configuration."""
+    return BreakerConfig(
+        failure_rate_threshold=settings.failure_rate_threshold,
+        sliding_window_size=settings.sliding_window_size,
+        minimum_calls=settings.minimum_calls,
+        consecutive_failures=settings.consecutive_failures,
+        slow_call_duration=settings.slow_call_seconds,
+        wait_in_open=settings.wait_in_open_seconds,
+        permitted_calls_in_half_open=settings.half_open_calls,
+        max_wait_in_half_open=settings.max_wait_in_half_open_seconds,
+    )
+
+
+async def run_migrations(dsn: str) -> list[str]:
+    """Apply pending migrations over a dedicated connection (advisory locks are per session)."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        return await apply_migrations(connection)
+    finally:
+        await connection.close()
+
+
+def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - the wiring is meant to read as one list
+    """Build the service from `settings`."""
+    configure_logging(
+        level=settings.log.level,
+        json=settings.log.format == "json",
+        service=settings.service_name,
+        version=__version__,
+        environment=settings.environment.value,
+{%- if cookiecutter.tracing == "opentelemetry" %}
+        extra_processors=[add_trace_ids],
+{%- endif %}
+    )
+{%- if cookiecutter.tracing == "opentelemetry" %}
+    tracer_provider = configure_tracing(
+        service=settings.service_name, version=__version__, environment=settings.environment.value
+    )
+{%- endif %}
+{%- if cookiecutter.metrics == "prometheus" %}
+    metrics = Metrics()
+{%- endif %}
+    drain = Drain(settings.shutdown.drain_seconds)
+    stats = RequestStats()
+
+    def breaker_changed(breaker: CircuitBreaker, old: CircuitState, new: CircuitState) -> None:
+        log.warning("circuit_state_changed", breaker=breaker.name, old=old.value, new=new.value)
+{%- if cookiecutter.metrics == "prometheus" %}
+        metrics.breaker_changed(breaker, old, new)
+{%- endif %}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.debug:
+            enable_loop_debug(slow_callback_ms=settings.log.slow_callback_ms)
+        if settings.migrate_on_startup:
+            applied = await run_migrations(settings.dsn)
+            log.info("migrations_applied", versions=applied)
+        pool = await create_pool(settings.dsn, settings.db, application_name=settings.service_name)
+        db_breaker = CircuitBreaker(
+            "database",
+            breaker_config(settings.db.breaker),
+            is_failure=is_unavailable,
+            on_state_change=breaker_changed,
+        )
+        app.state.db = Database(
+            pool,
+            db_breaker,
+            acquire_timeout=settings.db.acquire_timeout,
+{%- if cookiecutter.tracing == "opentelemetry" %}
+            query_span=query_span if tracer_provider is not None else None,
+{%- endif %}
+        )
+        http_client = build_outbound_client(
+            connect_timeout=settings.http_client.connect_timeout,
+            read_timeout=settings.http_client.read_timeout,
+            total_timeout=settings.http_client.total_timeout,
+            max_connections=settings.http_client.max_connections,
+            breaker_config=breaker_config(settings.http_client.breaker),
+            on_state_change=breaker_changed,
+{%- if cookiecutter.tracing == "opentelemetry" %}
+            event_hooks={"request": [inject_trace_headers]},
+{%- endif %}
+        )
+        app.state.http_client = http_client
+
+        def breakers() -> list[CircuitBreaker]:
+            return [db_breaker, *http_client.breakers.values()]
+
+{%- if cookiecutter.metrics == "prometheus" %}
+
+        def sampled(lag: float) -> None:
+            metrics.loop_lag.observe(lag)
+            metrics.sample(pool, breakers())
+
+        loop_monitor = LoopLagMonitor(on_sample=sampled)
+{%- else %}
+        loop_monitor = LoopLagMonitor()
+{%- endif %}
+        app.state.health = Health(
+            db=app.state.db,
+            drain=drain,
+            stats=stats,
+            loop_monitor=loop_monitor,
+            breakers=breakers,
+            max_in_flight=settings.limits.max_in_flight,
+            service=settings.service_name,
+            version=__version__,
+        )
+        loop_monitor.start()
+        drain.install()
+        log.info("started", port=settings.port, environment=settings.environment.value)
+        try:
+            yield
+        finally:
+            drain.uninstall()
+            await loop_monitor.stop()
+            await http_client.aclose()
+            await close_pool(pool, settings.db.close_timeout)
+{%- if cookiecutter.tracing == "opentelemetry" %}
+            if tracer_provider is not None:
+                tracer_provider.shutdown()
+{%- endif %}
+            log.info("stopped")
+
+    app = FastAPI(
+        title={{ cookiecutter.project_name | pystr }},
+        version=__version__,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.drain = drain
+    app.state.stats = stats
+    install_problem_handlers(app)
+    app.include_router(health.router)
+{%- if cookiecutter.include_example_api == "yes" %}
+    app.include_router(items_router)
+{%- endif %}
+
+    # Probes and scrapes are exempt from shedding and deadlines, and not traced or logged.
+{%- if cookiecutter.metrics == "prometheus" %}
+    app.state.metrics = metrics
+    app.include_router(metrics_router)
+    exempt = HEALTH_PATHS | {METRICS_PATH}
+{%- else %}
+    exempt = HEALTH_PATHS
+{%- endif %}
+    # add_middleware wraps: the last one added is the outermost.
+    app.add_middleware(DeadlineMiddleware, timeout=settings.limits.request_timeout, exempt_paths=exempt)
+    app.add_middleware(
+        LoadSheddingMiddleware,
+        max_in_flight=settings.limits.max_in_flight,
+        stats=stats,
+        exempt_paths=exempt,
+{%- if cookiecutter.metrics == "prometheus" %}
+        on_shed=metrics.shed.inc,
+{%- endif %}
+    )
+{%- if cookiecutter.metrics == "prometheus" %}
+    app.add_middleware(MetricsMiddleware, metrics=metrics, exempt_paths=exempt)
+{%- endif %}
+{%- if cookiecutter.tracing == "opentelemetry" %}
+    app.add_middleware(TracingMiddleware, exclude_paths=exempt)
+{%- endif %}
+    app.add_middleware(
+        AccessLogMiddleware, exclude_paths=exempt, log_excluded=settings.log.health_requests
+    )
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Zero-argument factory for uvicorn (`--factory`), used by every worker process."""
+    return create_app(load_settings())

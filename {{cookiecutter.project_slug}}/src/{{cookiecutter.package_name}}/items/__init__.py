@@ -1,0 +1,1 @@
+"""The example resource: items, stored in PostgreSQL. Delete this package to start clean."""

@@ -1,0 +1,94 @@
+"""Shared fixtures: a real PostgreSQL, the app with its lifespan, an HTTP client."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import httpx
+import pytest
+
+from {{ cookiecutter.package_name }}.app import create_app, run_migrations
+from {{ cookiecutter.package_name }}.settings import Settings
+from tests.postgres import create_database, drop_database, postgres_server
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+    from fastapi import FastAPI
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The PostgreSQL server of this test run."""
+    with postgres_server(tmp_path_factory.mktemp("postgres")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url: str) -> AsyncIterator[str]:
+    """This run's own database, migrated."""
+    url = await create_database(server_url)
+    await run_migrations(url)
+    yield url
+    await drop_database(server_url, url)
+
+
+@pytest.fixture
+async def empty_database(server_url: str) -> AsyncIterator[str]:
+    """A fresh database with no tables, for migration tests."""
+    url = await create_database(server_url, prefix="empty")
+    yield url
+    await drop_database(server_url, url)
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    """Test settings: JSON logs, test environment, no start-up migrations."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "environment": "test",
+        "migrate_on_startup": False,
+    } | overrides
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """Settings pointing at this run's database."""
+    return make_settings(database_url)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """The real app with its lifespan running (pool open, breakers armed)."""
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client speaking to the app in-process."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://service.test") as http:
+        yield http
+
+
+@pytest.fixture(autouse=True)
+async def _clean_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Empty every application table after each test that used the database."""
+    yield
+    if "database_url" not in request.fixturenames:
+        return
+    url: str = request.getfixturevalue("database_url")
+    connection = await asyncpg.connect(url)
+    try:
+        tables = await connection.fetch(
+            "SELECT quote_ident(tablename) AS name FROM pg_tables "
+            "WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
+        )
+        if tables:
+            names = ", ".join(row["name"] for row in tables)
+            await connection.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    finally:
+        await connection.close()

@@ -1,0 +1,73 @@
+"""Settings: defaults, environment variables, and errors that name the variable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from {{ cookiecutter.package_name }}.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+from tests.service_process import free_port, service_env
+
+
+def test_nested_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(f"{ENV_PREFIX}DATABASE_URL", "postgresql://u:p@db/app")
+    monkeypatch.setenv(f"{ENV_PREFIX}DB__POOL_MAX_SIZE", "33")
+    monkeypatch.setenv(f"{ENV_PREFIX}DB__PGBOUNCER", "true")
+    monkeypatch.setenv(f"{ENV_PREFIX}LOG__LEVEL", "debug")
+    settings = load_settings()
+    assert settings.db.pool_max_size == 33
+    assert settings.db.pgbouncer is True
+    assert settings.log.level == "DEBUG"
+    assert "p@db" not in repr(settings)  # the DSN is a secret
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("PORT", "not-a-port", "PORT"),
+        ("PORT", "70000", "PORT"),
+        ("DB__POOL_MAX_SIZE", "0", "DB__POOL_MAX_SIZE"),
+        ("LOG__FORMAT", "xml", "LOG__FORMAT"),
+        ("DATABASE_URL", "mysql://u:hunter2@h/db", "DATABASE_URL"),
+        ("ENVIRONMENT", "prod", "ENVIRONMENT"),
+    ],
+)
+def test_bad_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(f"{ENV_PREFIX}DATABASE_URL", "postgresql://u:hunter2@db/app")
+    monkeypatch.setenv(f"{ENV_PREFIX}{variable}", value)
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert f"{ENV_PREFIX}{named}" in str(error.value)
+    assert "hunter2" not in str(error.value)
+
+
+def test_database_url_required_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(f"{ENV_PREFIX}DATABASE_URL", raising=False)
+    monkeypatch.setenv(f"{ENV_PREFIX}ENVIRONMENT", "production")
+    with pytest.raises(SettingsError, match=f"{ENV_PREFIX}DATABASE_URL"):
+        load_settings()
+
+
+def test_pool_min_above_max_is_refused() -> None:
+    with pytest.raises(ValueError, match="pool_min_size"):
+        Settings(database_url="postgresql://h/db", db={"pool_min_size": 5, "pool_max_size": 2})
+
+
+def test_bad_setting_exits_before_binding_the_port() -> None:
+    port = free_port()
+    env = service_env("postgresql://u:hunter2@127.0.0.1:1/db", port, workers="zero")
+    result = subprocess.run(
+        [sys.executable, "-m", "{{ cookiecutter.package_name }}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert f"{ENV_PREFIX}WORKERS" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
