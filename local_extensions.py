@@ -11,8 +11,11 @@ from cookiecutter.utils import simple_filter
 
 @simple_filter
 def pystr(value: object) -> str:
-    """A Python string literal."""
-    return repr(str(value))
+    """A Python string literal, quoted the way ruff's formatter would quote it."""
+    text = str(value)
+    if '"' in text and "'" not in text:
+        return repr(text)  # single quotes: no escaping needed
+    return json.dumps(text, ensure_ascii=False)
 
 
 @simple_filter

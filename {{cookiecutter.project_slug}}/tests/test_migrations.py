@@ -41,9 +41,7 @@ async def test_applies_pending_once(empty_database: str) -> None:
 async def test_concurrent_runners_apply_each_file_once(empty_database: str) -> None:
     connections = [await asyncpg.connect(empty_database) for _ in range(4)]
     try:
-        results = await asyncio.gather(
-            *(apply_migrations(c, [FIRST, SECOND]) for c in connections)
-        )
+        results = await asyncio.gather(*(apply_migrations(c, [FIRST, SECOND]) for c in connections))
         applied = sorted(v for result in results for v in result)
         assert applied == ["0001_create_t", "0002_add_column"]
         count = await connections[0].fetchval("SELECT count(*) FROM schema_migrations")

@@ -200,7 +200,9 @@ def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - the wiring is 
     exempt = HEALTH_PATHS
 {%- endif %}
     # add_middleware wraps: the last one added is the outermost.
-    app.add_middleware(DeadlineMiddleware, timeout=settings.limits.request_timeout, exempt_paths=exempt)
+    app.add_middleware(
+        DeadlineMiddleware, timeout=settings.limits.request_timeout, exempt_paths=exempt
+    )
     app.add_middleware(
         LoadSheddingMiddleware,
         max_in_flight=settings.limits.max_in_flight,

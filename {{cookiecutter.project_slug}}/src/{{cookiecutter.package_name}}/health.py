@@ -109,9 +109,14 @@ class Health:
             async with asyncio.timeout(self.check_timeout):
                 await self.db.fetchval("SELECT 1")
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-            check = DatabaseCheck(False, _ms_since(started), _now(), f"{type(exc).__name__}: {exc}")
+            check = DatabaseCheck(
+                ok=False,
+                latency_ms=_ms_since(started),
+                checked_at=_now(),
+                error=f"{type(exc).__name__}: {exc}",
+            )
         else:
-            check = DatabaseCheck(True, _ms_since(started), _now())
+            check = DatabaseCheck(ok=True, latency_ms=_ms_since(started), checked_at=_now())
         self._cached = (time.monotonic(), check)
         return check
 
@@ -158,14 +163,18 @@ class Health:
                 for breaker in breakers
             ],
             "eventLoop:lag": [
-                _observed("loop", round(lag * 1000, 3), "ms", _warn_if(lag > self.lag_warn_seconds), now)
+                _observed(
+                    "loop", round(lag * 1000, 3), "ms", _warn_if(lag > self.lag_warn_seconds), now
+                )
             ],
             "requests:inFlight": [
                 _observed("in-flight", self.stats.in_flight, "requests", "pass", now)
                 | {"limit": self.max_in_flight}
             ],
             "requests:errorRate": [
-                _observed("5xx", round(rate, 4), "ratio", _warn_if(rate > self.error_rate_warn), now)
+                _observed(
+                    "5xx", round(rate, 4), "ratio", _warn_if(rate > self.error_rate_warn), now
+                )
             ],
         }
         ready, reason = await self.ready()

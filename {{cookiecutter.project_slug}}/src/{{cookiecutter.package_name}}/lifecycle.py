@@ -61,5 +61,7 @@ class Drain:
         self._loop.call_soon_threadsafe(self._schedule_exit, original, signum, frame)
 
     def _schedule_exit(self, original: Any, signum: int, frame: FrameType | None) -> None:  # noqa: ANN401 - a signal handler
-        log.info("shutdown_draining", signal=signal.Signals(signum).name, drain_seconds=self.seconds)
+        log.info(
+            "shutdown_draining", signal=signal.Signals(signum).name, drain_seconds=self.seconds
+        )
         asyncio.get_running_loop().call_later(self.seconds, original, signum, frame)

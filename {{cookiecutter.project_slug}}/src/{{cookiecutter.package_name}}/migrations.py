@@ -59,7 +59,9 @@ def discover() -> list[Migration]:
             raise MigrationError(msg)
         data = entry.read_bytes()
         found.append(
-            Migration(entry.name.removesuffix(".sql"), data.decode(), hashlib.sha256(data).hexdigest())
+            Migration(
+                entry.name.removesuffix(".sql"), data.decode(), hashlib.sha256(data).hexdigest()
+            )
         )
     found.sort(key=lambda migration: migration.version)
     numbers = [migration.version[:4] for migration in found]

@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 PROBLEM_JSON = "application/problem+json"
 
 
-def problem_body(status: int, detail: str, *, instance: str | None = None, **extra: object) -> bytes:
+def problem_body(
+    status: int, detail: str, *, instance: str | None = None, **extra: object
+) -> bytes:
     """Serialise one problem document."""
     body: dict[str, object] = {
         "type": "about:blank",

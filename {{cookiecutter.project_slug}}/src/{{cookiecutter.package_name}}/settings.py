@@ -56,7 +56,9 @@ class DatabaseSettings(BaseModel):
     @model_validator(mode="after")
     def _min_not_above_max(self) -> Self:
         if self.pool_min_size > self.pool_max_size:
-            msg = f"pool_min_size ({self.pool_min_size}) exceeds pool_max_size ({self.pool_max_size})"
+            msg = (
+                f"pool_min_size ({self.pool_min_size}) exceeds pool_max_size ({self.pool_max_size})"
+            )
             raise ValueError(msg)
         return self
 

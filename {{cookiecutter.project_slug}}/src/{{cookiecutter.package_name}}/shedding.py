@@ -25,7 +25,9 @@ class RequestStats:
 
     __slots__ = ("_clock", "_errors", "_total", "_window", "_window_end", "error_rate", "in_flight")
 
-    def __init__(self, window_seconds: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, window_seconds: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         """Count in windows of `window_seconds`; `error_rate` describes the last full one."""
         self.in_flight = 0
         self.error_rate = 0.0

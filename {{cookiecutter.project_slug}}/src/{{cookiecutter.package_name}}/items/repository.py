@@ -44,7 +44,7 @@ class ItemRepository:
         """Insert `item`; raise `DuplicateItemError` when the name is taken."""
         try:
             row = await self._db.fetchrow(
-                "INSERT INTO items (name, description, price_cents) VALUES ($1, $2, $3) "
+                "INSERT INTO items (name, description, price_cents) VALUES ($1, $2, $3) "  # noqa: S608
                 f"RETURNING {_COLUMNS}",
                 item.name,
                 item.description,

@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request, Response
+from {{ cookiecutter.package_name }}.resilience import CircuitState
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -22,15 +23,13 @@ from prometheus_client import (
     multiprocess,
 )
 
-from {{ cookiecutter.package_name }}.resilience import CircuitState
-
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from {{ cookiecutter.package_name }}.resilience import CircuitBreaker
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from {{ cookiecutter.package_name }}.db import Pool
-    from {{ cookiecutter.package_name }}.resilience import CircuitBreaker
 
 METRICS_PATH = "/metrics"
 _STATE_VALUE = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
@@ -70,10 +69,16 @@ class Metrics:
             "http_requests_shed_total", "Requests refused by load shedding.", registry=registry
         )
         self.pool_size = Gauge(
-            "db_pool_connections", "Open pool connections.", registry=registry, multiprocess_mode="livesum"
+            "db_pool_connections",
+            "Open pool connections.",
+            registry=registry,
+            multiprocess_mode="livesum",
         )
         self.pool_idle = Gauge(
-            "db_pool_idle_connections", "Idle pool connections.", registry=registry, multiprocess_mode="livesum"
+            "db_pool_idle_connections",
+            "Idle pool connections.",
+            registry=registry,
+            multiprocess_mode="livesum",
         )
         self.breaker_state = Gauge(
             "circuit_breaker_state",
@@ -95,7 +100,9 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
         )
 
-    def breaker_changed(self, breaker: CircuitBreaker, _old: CircuitState, new: CircuitState) -> None:
+    def breaker_changed(
+        self, breaker: CircuitBreaker, _old: CircuitState, new: CircuitState
+    ) -> None:
         """Record a circuit transition."""
         self.breaker_state.labels(breaker.name).set(_STATE_VALUE[new])
         self.breaker_transitions.labels(breaker.name, new.value).inc()

@@ -1,0 +1,120 @@
+"""Baking: every option value, awkward answers, no template syntax left behind."""
+
+from __future__ import annotations
+
+import ast
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import CHOICES, bake_ok
+
+TEXT_SUFFIXES = {".py", ".toml", ".md", ".yaml", ".yml", ".json", ".sql", ".cfg", ".txt", ""}
+
+
+def text_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and (p.suffix in TEXT_SUFFIXES or p.name.startswith("."))]
+
+
+def assert_well_formed(root: Path) -> None:
+    """No template syntax left; Python, TOML, YAML and JSON all parse."""
+    for path in text_files(root):
+        text = path.read_text(encoding="utf-8")
+        for marker in ("{{ cookiecutter", "{{cookiecutter", "{%", "%}"):
+            assert marker not in text, f"{path}: leftover {marker!r}"
+        if path.suffix == ".py":
+            ast.parse(text, filename=str(path))
+        elif path.suffix == ".toml":
+            tomllib.loads(text)
+        elif path.suffix in {".yaml", ".yml"}:
+            list(yaml.safe_load_all(text))
+        elif path.suffix == ".json":
+            json.loads(text)
+    assert not (root / "conditional_files.toml").exists()
+
+
+def test_defaults(cookies: Any) -> None:
+    project = bake_ok(cookies)
+    assert project.name == "my-service"
+    assert_well_formed(project)
+    package = project / "src" / "my_service"
+    for module in ("app.py", "db.py", "resilience.py", "health.py", "observability/logging.py",
+                   "observability/tracing.py", "observability/metrics.py", "items/routes.py"):
+        assert (package / module).is_file(), module
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    assert pyproject["project"]["name"] == "my-service"
+    answers = json.loads((project / ".cookiecutter.json").read_text())["cookiecutter"]
+    assert answers["project_name"] == "My Service"
+    assert not any(key.startswith("_") for key in answers)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [(o, v) for o, values in CHOICES.items() for v in values]
+)
+def test_every_choice(cookies: Any, option: str, value: str) -> None:
+    project = bake_ok(cookies, **{option: value})
+    assert_well_formed(project)
+    answers = json.loads((project / ".cookiecutter.json").read_text())["cookiecutter"]
+    assert answers[option] == value
+
+
+# (option, value, paths that must be absent; with the other value they must exist)
+MANIFEST_CASES = [
+    ("include_example_api", "no", ["src/my_service/items", "src/my_service/migrations/0001_items.sql", "tests/test_items.py"]),
+    ("tracing", "none", ["src/my_service/observability/tracing.py", "tests/test_tracing.py"]),
+    ("metrics", "none", ["src/my_service/observability/metrics.py", "tests/test_metrics.py"]),
+    ("kubernetes", "no", ["deploy/k8s"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("option", "value", "paths"), MANIFEST_CASES)
+def test_manifest_removes_whole_files(cookies: Any, option: str, value: str, paths: list[str]) -> None:
+    without = bake_ok(cookies, **{option: value})
+    other = next(v for v in CHOICES[option] if v != value)
+    with_ = bake_ok(cookies, **{option: other})
+    for path in paths:
+        assert not (without / path).exists(), path
+        assert (with_ / path).exists(), path
+    # The code of a removed option is not referenced anywhere else either.
+    module = Path(paths[0]).stem
+    for source in (without / "src").rglob("*.py"):
+        assert f".{module} import" not in source.read_text(), source
+
+
+@pytest.mark.parametrize(
+    ("ci", "present", "absent"),
+    [
+        ("github", [".github/workflows/ci.yml"], [".gitlab-ci.yml"]),
+        ("gitlab", [".gitlab-ci.yml"], [".github"]),
+        ("none", [], [".github", ".gitlab-ci.yml"]),
+    ],
+)
+def test_ci_choice_keeps_only_its_workflow(cookies: Any, ci: str, present: list[str], absent: list[str]) -> None:
+    project = bake_ok(cookies, ci=ci)
+    for path in present:
+        assert (project / path).is_file()
+    for path in absent:
+        assert not (project / path).exists()
+
+
+AWKWARD = [
+    {"project_name": 'Zoë\'s "Quoted" Service', "description": 'It says "hi", \\ and it\'s fine: {braces} ✓ 🚀'},
+    {"project_name": "Ünïcödé Ñame", "author_name": "Jürgen O'Brien-Šťastný"},
+    {"project_name": "A " + "very long name " * 3, "description": "x" * 300},
+    {"project_name": "tabs and  spaces", "description": "<html> & 'quotes' `backticks` $HOME"},
+]
+
+
+@pytest.mark.parametrize("answers", AWKWARD)
+def test_awkward_answers_bake_clean(cookies: Any, answers: dict[str, str]) -> None:
+    project = bake_ok(cookies, **answers)
+    assert_well_formed(project)
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    if "description" in answers:
+        assert pyproject["project"]["description"] == answers["description"]
+    app_py = next((project / "src").glob("*/app.py")).read_text(encoding="utf-8")
+    assert repr(answers["project_name"]) in app_py
