@@ -105,14 +105,27 @@ RULES = {
 }
 
 
+def _follows_from(option: str, answers: dict[str, object], failed: set[str]) -> bool:
+    """A derived answer that is bad only because its source is: report the source alone."""
+    if option == "project_slug":
+        return "project_name" in failed
+    if option == "package_name":
+        derived = str(answers.get("project_slug", "")).replace("-", "_")
+        return "project_slug" in failed and answers.get("package_name") == derived
+    return False
+
+
 def problems(answers: dict[str, object]) -> list[str]:
     """Return one message per invalid answer, in the order the questions are asked."""
     found = []
+    failed: set[str] = set()
     for option, rule in RULES.items():
         value = str(answers.get(option, ""))
         why = rule(value)
-        if why:
+        if why and not _follows_from(option, answers, failed):
             found.append(f"{option}={value!r} is invalid: {why}")
+        if why:
+            failed.add(option)
     for option, allowed in CHOICES.items():
         value = str(answers.get(option, ""))
         if value not in allowed:

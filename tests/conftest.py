@@ -13,7 +13,9 @@ CONTEXT: dict[str, Any] = json.loads((TEMPLATE / "cookiecutter.json").read_text(
 
 # Every multiple-choice option and its values, straight from cookiecutter.json.
 CHOICES: dict[str, list[str]] = {
-    name: values for name, values in CONTEXT.items() if isinstance(values, list)
+    name: values
+    for name, values in CONTEXT.items()
+    if isinstance(values, list) and not name.startswith("_")
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import yaml
 
 from tests.conftest import CHOICES, bake_ok
 
+JINJA = re.compile(r"\{\{-?\s*cookiecutter|\{%-?\s*(?:if|elif|else|endif|for|endfor|raw|endraw|set)\b")
 TEXT_SUFFIXES = {".py", ".toml", ".md", ".yaml", ".yml", ".json", ".sql", ".cfg", ".txt", ""}
 
 
@@ -24,8 +26,8 @@ def assert_well_formed(root: Path) -> None:
     """No template syntax left; Python, TOML, YAML and JSON all parse."""
     for path in text_files(root):
         text = path.read_text(encoding="utf-8")
-        for marker in ("{{ cookiecutter", "{{cookiecutter", "{%", "%}"):
-            assert marker not in text, f"{path}: leftover {marker!r}"
+        leftover = JINJA.search(text)
+        assert leftover is None, f"{path}: leftover template syntax {leftover.group()!r}"
         if path.suffix == ".py":
             ast.parse(text, filename=str(path))
         elif path.suffix == ".toml":
@@ -117,4 +119,9 @@ def test_awkward_answers_bake_clean(cookies: Any, answers: dict[str, str]) -> No
     if "description" in answers:
         assert pyproject["project"]["description"] == answers["description"]
     app_py = next((project / "src").glob("*/app.py")).read_text(encoding="utf-8")
-    assert repr(answers["project_name"]) in app_py
+    titles = [
+        node.value.value
+        for node in ast.walk(ast.parse(app_py))
+        if isinstance(node, ast.keyword) and node.arg == "title" and isinstance(node.value, ast.Constant)
+    ]
+    assert titles == [answers["project_name"]]

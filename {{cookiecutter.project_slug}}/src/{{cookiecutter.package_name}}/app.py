@@ -23,7 +23,7 @@ from {{ cookiecutter.package_name }}.http_client import build_outbound_client
 from {{ cookiecutter.package_name }}.items.routes import router as items_router
 {%- endif %}
 from {{ cookiecutter.package_name }}.lifecycle import Drain
-from {{ cookiecutter.package_name }}.migrations import apply_migrations
+from {{ cookiecutter.package_name }}.migrate import apply_migrations
 from {{ cookiecutter.package_name }}.observability.access_log import AccessLogMiddleware
 from {{ cookiecutter.package_name }}.observability.event_loop import LoopLagMonitor
 from {{ cookiecutter.package_name }}.observability.logging import configure_logging, enable_loop_debug

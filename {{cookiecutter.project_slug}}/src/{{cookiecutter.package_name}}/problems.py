@@ -10,12 +10,14 @@ import math
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
+import httpx
 import orjson
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from {{ cookiecutter.package_name }}.db import DatabaseUnavailableError
+from {{ cookiecutter.package_name }}.http_client import DownstreamStatusError
 from {{ cookiecutter.package_name }}.resilience import CircuitOpenError
 
 if TYPE_CHECKING:
@@ -109,9 +111,21 @@ async def _database_unavailable(request: Request, _: Exception) -> Response:
     )
 
 
+async def _downstream_failed(request: Request, exc: Exception) -> Response:
+    # The upstream's own error text may hold internals: name the failure, not the body.
+    return problem(502, f"a downstream service failed: {exc}", instance=request.url.path)
+
+
+async def _timed_out(request: Request, _: Exception) -> Response:
+    return problem(504, "a downstream call timed out", instance=request.url.path)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Answer every known error kind as problem+json."""
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(CircuitOpenError, _circuit_open)
     app.add_exception_handler(DatabaseUnavailableError, _database_unavailable)
+    app.add_exception_handler(DownstreamStatusError, _downstream_failed)
+    app.add_exception_handler(httpx.TransportError, _downstream_failed)
+    app.add_exception_handler(TimeoutError, _timed_out)

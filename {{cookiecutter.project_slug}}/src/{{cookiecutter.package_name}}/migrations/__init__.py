@@ -1,1 +1,1 @@
-"""SQL migration files (`NNNN_description.sql`), applied in order by `migrations.py`."""
+"""SQL migration files (`NNNN_description.sql`), applied in order by `migrate.py`."""

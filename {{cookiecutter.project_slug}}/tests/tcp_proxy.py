@@ -1,0 +1,85 @@
+"""A TCP proxy in front of PostgreSQL that a test can cut and restore: a real outage."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
+
+from tests.postgres import with_database
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+
+def _opener(database_url: str) -> Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]:
+    parts = urlsplit(database_url)
+    socket_dir = parse_qs(parts.query).get("host", [""])[0]
+    port = parts.port or 5432
+    if socket_dir.startswith("/"):  # the throwaway server listens on a unix socket only
+        path = f"{socket_dir}/.s.PGSQL.{port}"
+        return lambda: asyncio.open_unix_connection(path)
+    host = parts.hostname or "127.0.0.1"
+    return lambda: asyncio.open_connection(host, port)
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to the database; `cut()` drops everything, `restore()` heals."""
+
+    def __init__(self, database_url: str) -> None:
+        self._target = database_url
+        self._open_upstream = _opener(database_url)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.cut_off = False
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        """The database URL as seen through the proxy."""
+        parts = urlsplit(self._target)
+        database = parts.path.lstrip("/")
+        user = parts.username or "postgres"
+        return with_database(f"postgresql://{user}@127.0.0.1:{self.port}", database)
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def cut(self) -> None:
+        """Reset every open connection and refuse new ones, as a dead database would."""
+        self.cut_off = True
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    def restore(self) -> None:
+        self.cut_off = False
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.cut_off:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await self._open_upstream()
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.transport.abort()
