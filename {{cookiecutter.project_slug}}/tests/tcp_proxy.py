@@ -13,7 +13,10 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
 
-def _opener(database_url: str) -> Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]:
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+def _opener(database_url: str) -> Callable[[], Awaitable[Streams]]:
     parts = urlsplit(database_url)
     socket_dir = parse_qs(parts.query).get("host", [""])[0]
     port = parts.port or 5432

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-from fastapi import Request
+from fastapi import Request  # noqa: TC002 - FastAPI reads handler annotations at run time
 
 from tests.conftest import make_settings, serving
 
@@ -21,7 +21,7 @@ async def test_over_the_limit_is_shed_at_once_and_health_is_exempt(database_url:
 
         app.add_api_route("/slow", slow)
         held = [asyncio.create_task(client.get("/slow")) for _ in range(3)]
-        while app.state.stats.in_flight < 3:
+        while app.state.stats.in_flight < 3:  # noqa: ASYNC110 - polls state the app owns
             await asyncio.sleep(0.01)
 
         shed = await asyncio.gather(*(client.get("/slow") for _ in range(5)))
@@ -83,7 +83,7 @@ async def test_pool_exhaustion_answers_503_instead_of_hanging(database_url: str)
         app.add_api_route("/hold", hold)
         app.add_api_route("/query", query)
         holder = asyncio.create_task(client.get("/hold"))
-        while app.state.db.pool.get_idle_size() > 0:
+        while app.state.db.pool.get_idle_size() > 0:  # noqa: ASYNC110 - polls state the app owns
             await asyncio.sleep(0.01)
         blocked = await client.get("/query")
         assert blocked.status_code == 503

@@ -18,10 +18,12 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from types import TracebackType
 
+    from asyncpg.pool import PoolConnectionProxy
+
     from {{ cookiecutter.package_name }}.resilience import CircuitBreaker
     from {{ cookiecutter.package_name }}.settings import DatabaseSettings
 
-    Connection: TypeAlias = asyncpg.Connection[asyncpg.Record]
+    Connection: TypeAlias = PoolConnectionProxy[asyncpg.Record]
     Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
     QuerySpan: TypeAlias = Callable[[str], AbstractContextManager[object]]
 
@@ -45,7 +47,7 @@ def is_unavailable(exc: BaseException) -> bool:
     return False
 
 
-async def _init_connection(connection: Connection) -> None:
+async def _init_connection(connection: asyncpg.Connection[asyncpg.Record]) -> None:
     # json/jsonb decode to Python objects and encode with orjson on every connection.
     for type_name in ("json", "jsonb"):
         await connection.set_type_codec(
@@ -149,7 +151,7 @@ class _GuardedConnection:
         try:
             await self._guard.__aenter__()
             try:
-                self._connection = await database.pool.acquire(timeout=database._acquire_timeout)  # noqa: SLF001
+                connection = await database.pool.acquire(timeout=database._acquire_timeout)  # noqa: SLF001
             except BaseException as exc:
                 await self._guard.__aexit__(type(exc), exc, exc.__traceback__)
                 raise
@@ -158,7 +160,8 @@ class _GuardedConnection:
             if is_unavailable(exc):
                 raise DatabaseUnavailableError(str(exc) or type(exc).__name__) from exc
             raise
-        return self._connection
+        self._connection = connection
+        return connection
 
     async def __aexit__(
         self,

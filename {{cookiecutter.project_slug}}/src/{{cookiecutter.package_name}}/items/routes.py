@@ -13,8 +13,13 @@ from {{ cookiecutter.package_name }}.problems import problem
 
 router = APIRouter(prefix="/items", tags=["items"])
 
-_NOT_FOUND = {404: {"description": "No such item", "content": {"application/problem+json": {}}}}
-_CONFLICT = {409: {"description": "Name taken", "content": {"application/problem+json": {}}}}
+Responses = dict[int | str, dict[str, Any]]
+_NOT_FOUND: Responses = {
+    404: {"description": "No such item", "content": {"application/problem+json": {}}}
+}
+_CONFLICT: Responses = {
+    409: {"description": "Name taken", "content": {"application/problem+json": {}}}
+}
 
 
 def get_items(request: Request) -> ItemRepository:

@@ -12,7 +12,6 @@ import time
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request, Response
-from {{ cookiecutter.package_name }}.resilience import CircuitState
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -23,13 +22,15 @@ from prometheus_client import (
     multiprocess,
 )
 
+from {{ cookiecutter.package_name }}.resilience import CircuitState
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from {{ cookiecutter.package_name }}.resilience import CircuitBreaker
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from {{ cookiecutter.package_name }}.db import Pool
+    from {{ cookiecutter.package_name }}.resilience import CircuitBreaker
 
 METRICS_PATH = "/metrics"
 _STATE_VALUE = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
@@ -119,7 +120,7 @@ class Metrics:
         if not self.multiprocess:
             return generate_latest(self.registry)
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
 
 
