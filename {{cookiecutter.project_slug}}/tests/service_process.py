@@ -48,7 +48,9 @@ class Service:
         return self.stdout_path.read_text(encoding="utf-8")
 
 
-def service_env(database_url: str, port: int, **settings: str) -> dict[str, str]:
+def service_env(
+    database_url: str, port: int, extra_env: dict[str, str] | None = None, **settings: str
+) -> dict[str, str]:
     """The environment of a child service: settings as `PREFIX_NAME` variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
     env |= {
@@ -59,11 +61,13 @@ def service_env(database_url: str, port: int, **settings: str) -> dict[str, str]
         f"{ENV_PREFIX}MIGRATE_ON_STARTUP": "true",
     }
     env |= {f"{ENV_PREFIX}{name.upper()}": value for name, value in settings.items()}
-    return env
+    return env | (extra_env or {})
 
 
 @contextmanager
-def running_service(database_url: str, **settings: str) -> Iterator[Service]:
+def running_service(
+    database_url: str, extra_env: dict[str, str] | None = None, **settings: str
+) -> Iterator[Service]:
     """Start the service, wait until it is live, kill it if the test did not stop it."""
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,7 +75,7 @@ def running_service(database_url: str, **settings: str) -> Iterator[Service]:
         with stdout_path.open("wb") as stdout:
             process = subprocess.Popen(
                 [sys.executable, "-m", "{{ cookiecutter.package_name }}"],
-                env=service_env(database_url, port, **settings),
+                env=service_env(database_url, port, extra_env, **settings),
                 stdout=stdout,
                 stderr=subprocess.STDOUT,
             )

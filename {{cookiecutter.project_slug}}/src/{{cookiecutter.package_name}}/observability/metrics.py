@@ -34,7 +34,9 @@ if TYPE_CHECKING:
 
 METRICS_PATH = "/metrics"
 _STATE_VALUE = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
-_UNMATCHED = "unmatched"  # one label for all 404s, so scanners cannot explode cardinality
+# Requests without an API route (404s, the docs pages) share one label, so that
+# scanners probing random paths cannot explode the number of series.
+_OTHER = "other"
 
 router = APIRouter(include_in_schema=False)
 
@@ -156,7 +158,7 @@ class MetricsMiddleware:
         finally:
             in_flight.dec()
             route = scope.get("route")
-            template = getattr(route, "path", _UNMATCHED) if route is not None else _UNMATCHED
+            template = getattr(route, "path", _OTHER) if route is not None else _OTHER
             key = (scope["method"], template, status)
             children = self._children.get(key)
             if children is None:
