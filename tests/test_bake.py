@@ -69,7 +69,7 @@ MANIFEST_CASES = [
     ("include_example_api", "no", ["src/my_service/items", "src/my_service/migrations/0001_items.sql", "tests/test_items.py"]),
     ("tracing", "none", ["src/my_service/observability/tracing.py", "tests/test_tracing.py"]),
     ("metrics", "none", ["src/my_service/observability/metrics.py", "tests/test_metrics.py"]),
-    ("kubernetes", "no", ["deploy/k8s"]),
+    ("kubernetes", "no", ["deploy"]),
 ]  # fmt: skip
 
 
