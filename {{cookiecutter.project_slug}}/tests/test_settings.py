@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from {{ cookiecutter.package_name }}.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+from {{ cookiecutter.package_name }}.settings import (
+    ENV_PREFIX,
+    NESTED_DELIMITER,
+    Settings,
+    SettingsError,
+    load_settings,
+)
 from tests.service_process import free_port, service_env
 
 
@@ -71,3 +80,28 @@ def test_bad_setting_exits_before_binding_the_port() -> None:
     assert result.returncode == 2
     assert f"{ENV_PREFIX}WORKERS" in result.stderr
     assert "hunter2" not in result.stderr + result.stdout
+
+
+def env_names(model: type[BaseModel], prefix: str) -> list[str]:
+    """Every environment variable a settings model reads."""
+    names = []
+    for field_name, field in model.model_fields.items():
+        name = f"{prefix}{field_name.upper()}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names += env_names(annotation, f"{name}{NESTED_DELIMITER}")
+        else:
+            names.append(name)
+    return names
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    documented = set(re.findall(rf"`({ENV_PREFIX}[A-Z_]+)", readme))
+    wildcards = re.findall(rf"`({ENV_PREFIX}[A-Z_]+)\*`", readme)
+    missing = [
+        name
+        for name in env_names(Settings, ENV_PREFIX)
+        if name not in documented and not any(name.startswith(w) for w in wildcards)
+    ]
+    assert missing == []
