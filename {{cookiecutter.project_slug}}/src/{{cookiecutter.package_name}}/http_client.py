@@ -161,7 +161,7 @@ def build_outbound_client(  # noqa: PLR0913 - keyword-only, one per setting
     )
 
 
-def get_outbound_client(request: Request) -> OutboundClient:
+async def get_outbound_client(request: Request) -> OutboundClient:
     """FastAPI dependency: the client the lifespan put on ``app.state.http_client``."""
     client: OutboundClient = request.app.state.http_client
     return client
