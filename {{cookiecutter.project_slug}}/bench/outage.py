@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -31,6 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.postgres import create_database, drop_database
 from tests.service_process import running_service
 from tests.tcp_proxy import TcpProxy
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
 
 WAIT_IN_OPEN = 5.0
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
