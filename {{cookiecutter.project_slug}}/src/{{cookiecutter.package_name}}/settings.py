@@ -1,8 +1,8 @@
 """Service settings, read once from the environment.
 
-Every field maps to an environment variable: the prefix `{{ cookiecutter.__env_prefix }}`, then the
-field name, with `__` between a group and its field (`{{ cookiecutter.__env_prefix }}DB__POOL_MAX_SIZE`).
-The README's configuration table lists them all with their defaults.
+Every field maps to an environment variable: `ENV_PREFIX`, then the field name, with
+`__` between a group and its field (`DB__POOL_MAX_SIZE` under the prefix). The README's
+configuration table lists them all with their defaults.
 """
 
 from __future__ import annotations
