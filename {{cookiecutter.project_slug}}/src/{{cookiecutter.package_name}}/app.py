@@ -1,12 +1,13 @@
 """The app factory: the one place where the service's parts are wired together.
 
 Read top to bottom, `create_app` is the whole service: logging and tracing, the
-middleware stack (outermost first: access log, tracing, metrics, load shedding,
+middleware stack (outermost first: tracing, access log, metrics, load shedding,
 deadline), the routes, and a lifespan that opens every resource and closes it again.
 """
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,7 @@ from {{ cookiecutter.package_name }}.observability.tracing import (
     TracingMiddleware,
     add_trace_ids,
     configure_tracing,
+    end_client_span,
     inject_trace_headers,
     query_span,
 )
@@ -106,7 +108,7 @@ def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - the wiring is 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.debug:
-            enable_loop_debug(slow_callback_ms=settings.log.slow_callback_ms)
+            enable_loop_debug(asyncio.get_running_loop(), settings.log.slow_callback_ms)
         if settings.migrate_on_startup:
             applied = await run_migrations(settings.dsn)
             log.info("migrations_applied", versions=applied)
@@ -133,7 +135,7 @@ def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - the wiring is 
             breaker_config=breaker_config(settings.http_client.breaker),
             on_state_change=breaker_changed,
 {%- if cookiecutter.tracing == "opentelemetry" %}
-            event_hooks={"request": [inject_trace_headers]},
+            event_hooks={"request": [inject_trace_headers], "response": [end_client_span]},
 {%- endif %}
         )
         app.state.http_client = http_client
@@ -215,12 +217,13 @@ def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - the wiring is 
 {%- if cookiecutter.metrics == "prometheus" %}
     app.add_middleware(MetricsMiddleware, metrics=metrics, exempt_paths=exempt)
 {%- endif %}
-{%- if cookiecutter.tracing == "opentelemetry" %}
-    app.add_middleware(TracingMiddleware, exclude_paths=exempt)
-{%- endif %}
     app.add_middleware(
         AccessLogMiddleware, exclude_paths=exempt, log_excluded=settings.log.health_requests
     )
+{%- if cookiecutter.tracing == "opentelemetry" %}
+    # Outermost, so that the access line is written while the request's span is current.
+    app.add_middleware(TracingMiddleware, exclude_paths=exempt)
+{%- endif %}
     return app
 
 

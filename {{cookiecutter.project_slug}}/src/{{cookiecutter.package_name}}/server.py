@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 from uvicorn.supervisors import ChangeReload, Multiprocess
 
+from {{ cookiecutter.package_name }} import __version__
 from {{ cookiecutter.package_name }}.observability.logging import uvicorn_log_config
 
 if TYPE_CHECKING:
@@ -48,7 +49,13 @@ def serve(settings: Settings, *, reload: bool = False) -> None:
         proxy_headers=settings.proxy_headers,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=int(settings.shutdown.timeout_seconds),
-        log_config=uvicorn_log_config(level=settings.log.level, json=settings.log.format == "json"),
+        log_config=uvicorn_log_config(
+            level=settings.log.level,
+            json=settings.log.format == "json",
+            service=settings.service_name,
+            version=__version__,
+            environment=settings.environment.value,
+        ),
         access_log=False,  # the service writes its own access log (observability.access_log)
         server_header=False,
     )
