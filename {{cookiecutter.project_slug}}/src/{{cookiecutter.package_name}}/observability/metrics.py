@@ -22,6 +22,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from {{ cookiecutter.package_name }}.observability.access_log import route_template
 from {{ cookiecutter.package_name }}.resilience import CircuitState
 
 if TYPE_CHECKING:
@@ -157,8 +158,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_with_status)
         finally:
             in_flight.dec()
-            route = scope.get("route")
-            template = getattr(route, "path", _OTHER) if route is not None else _OTHER
+            template = route_template(scope) or _OTHER
             key = (scope["method"], template, status)
             children = self._children.get(key)
             if children is None:
