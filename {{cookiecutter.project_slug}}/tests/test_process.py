@@ -39,7 +39,7 @@ def test_json_lines_from_start_to_exit_zero_with_ids_and_no_secrets(database_url
     records = [orjson.loads(line) for line in output.splitlines()]  # every line is JSON
     assert records
     for record in records:
-        assert ENVELOPE <= set(record), record
+        assert set(record) >= ENVELOPE, record
     events = [record["event"] for record in records]
     assert "started" in events
     assert "stopped" in events
