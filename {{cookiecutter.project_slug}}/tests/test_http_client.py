@@ -18,28 +18,13 @@ from {{ cookiecutter.package_name }}.http_client import (
 )
 from {{ cookiecutter.package_name }}.resilience import BreakerConfig, CircuitOpenError, CircuitState
 from tests.downstream import Downstream
+from tests.fake_clock import FakeClock
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 # Four calls decide; an open breaker waits five (fake) seconds before a trial.
 BREAKER = BreakerConfig(sliding_window_size=4, minimum_calls=4, wait_in_open=5.0)
-
-
-class FakeClock:
-    """A monotonic clock that moves only when the test moves it."""
-
-    def __init__(self) -> None:
-        """Start at zero."""
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        """Read the clock."""
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Let time pass."""
-        self.now += seconds
 
 
 @pytest.fixture

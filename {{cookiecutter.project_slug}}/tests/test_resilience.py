@@ -9,27 +9,12 @@ from typing import Any
 import pytest
 
 from {{ cookiecutter.package_name }}.resilience import BreakerConfig, CircuitBreaker, CircuitOpenError, CircuitState
+from tests.fake_clock import FakeClock
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
 
 # Small windows keep the arithmetic in each test obvious.
 TINY = BreakerConfig(sliding_window_size=2, minimum_calls=2, wait_in_open=5.0)
-
-
-class FakeClock:
-    """A monotonic clock that moves only when the test moves it."""
-
-    def __init__(self) -> None:
-        """Start at zero."""
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        """Read the clock."""
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Let time pass."""
-        self.now += seconds
 
 
 class DependencyError(Exception):
