@@ -32,10 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)  # noqa: T201 - logging is not set up yet
         return 2
     if command == "migrate":
-        from {{ cookiecutter.package_name }}.app import run_migrations  # noqa: PLC0415
+        from {{ cookiecutter.package_name }}.app import migrate  # noqa: PLC0415
 
-        applied = asyncio.run(run_migrations(settings.dsn))
-        print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")  # noqa: T201
+        asyncio.run(migrate(settings))
         return 0
     from {{ cookiecutter.package_name }}.server import serve  # noqa: PLC0415
 
