@@ -96,7 +96,7 @@ async def migrate(settings: Settings) -> None:
     log.info("migrations_applied", versions=await run_migrations(settings.dsn))
 
 
-def create_app(settings: Settings) -> FastAPI:  # noqa: PLR0915 - the wiring is meant to read as one list
+def create_app(settings: Settings) -> FastAPI:
     """Build the service from `settings`."""
     setup_logging(settings)
 {%- if cookiecutter.tracing == "opentelemetry" %}
