@@ -153,9 +153,7 @@ def create_app(settings: Settings) -> FastAPI:
 
         def breakers() -> list[CircuitBreaker]:
             return [db_breaker, *http_client.breakers.values()]
-
-{%- if cookiecutter.metrics == "prometheus" %}
-
+{% if cookiecutter.metrics == "prometheus" %}
         def sampled(lag: float) -> None:
             metrics.loop_lag.observe(lag)
             metrics.sample(pool, breakers())
