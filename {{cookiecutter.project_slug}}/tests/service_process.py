@@ -78,6 +78,8 @@ def running_service(
                 env=service_env(database_url, port, extra_env, **settings),
                 stdout=stdout,
                 stderr=subprocess.STDOUT,
+                # Its own process group: killing it on failure takes its workers too.
+                start_new_session=True,
             )
         service = Service(process, f"http://127.0.0.1:{port}", stdout_path)
         try:
@@ -85,7 +87,7 @@ def running_service(
             yield service
         finally:
             if process.poll() is None:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
 
 
