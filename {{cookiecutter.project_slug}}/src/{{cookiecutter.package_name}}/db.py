@@ -151,7 +151,10 @@ class _GuardedConnection:
         try:
             await self._guard.__aenter__()
             try:
-                connection = await database.pool.acquire(timeout=database._acquire_timeout)  # noqa: SLF001
+                # asyncio.timeout rather than acquire(timeout=...): asyncpg implements
+                # that with wait_for, a task per acquire and per release.
+                async with asyncio.timeout(database._acquire_timeout):  # noqa: SLF001
+                    connection = await database.pool.acquire()
             except BaseException as exc:
                 await self._guard.__aexit__(type(exc), exc, exc.__traceback__)
                 raise
