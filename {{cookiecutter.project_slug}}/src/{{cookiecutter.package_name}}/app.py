@@ -11,7 +11,6 @@ import asyncio
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-import asyncpg
 import structlog
 from fastapi import FastAPI
 
@@ -24,7 +23,7 @@ from {{ cookiecutter.package_name }}.http_client import build_outbound_client
 from {{ cookiecutter.package_name }}.items.routes import router as items_router
 {%- endif %}
 from {{ cookiecutter.package_name }}.lifecycle import Drain
-from {{ cookiecutter.package_name }}.migrate import apply_migrations
+from {{ cookiecutter.package_name }}.migrate import run_migrations
 from {{ cookiecutter.package_name }}.observability.access_log import AccessLogMiddleware
 from {{ cookiecutter.package_name }}.observability.event_loop import LoopLagMonitor
 from {{ cookiecutter.package_name }}.observability.logging import configure_logging, enable_loop_debug
@@ -65,15 +64,6 @@ def breaker_config(settings: BreakerSettings) -> BreakerConfig:
         permitted_calls_in_half_open=settings.half_open_calls,
         max_wait_in_half_open=settings.max_wait_in_half_open_seconds,
     )
-
-
-async def run_migrations(dsn: str) -> list[str]:
-    """Apply pending migrations over a dedicated connection (advisory locks are per session)."""
-    connection = await asyncpg.connect(dsn)
-    try:
-        return await apply_migrations(connection)
-    finally:
-        await connection.close()
 
 
 def setup_logging(settings: Settings) -> None:

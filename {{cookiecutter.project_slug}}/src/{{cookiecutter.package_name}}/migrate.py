@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING
 
+import asyncpg
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
-    import asyncpg
 
 _FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 # Any fixed 64-bit key works; deriving it from the package name keeps services that
@@ -105,3 +105,12 @@ async def apply_migrations(
         return done
     finally:
         await connection.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+
+
+async def run_migrations(dsn: str) -> list[str]:
+    """Apply pending migrations over a dedicated connection (advisory locks are per session)."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        return await apply_migrations(connection)
+    finally:
+        await connection.close()
