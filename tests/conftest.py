@@ -32,3 +32,8 @@ def bake_ok(cookies: Any, **answers: str) -> Path:  # noqa: ANN401 - pytest-cook
 def template() -> Path:
     """The template's root directory."""
     return TEMPLATE
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the markers the template's tests use."""
+    config.addinivalue_line("markers", "bench: the benchmark harness smoke test (slow)")

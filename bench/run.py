@@ -1,0 +1,107 @@
+"""Benchmark the template: bake a service with the defaults and run its own benchmark.
+
+    python3 bench/run.py [--duration 10] [--rounds 3] [--json PATH] [...]
+
+From a clean clone, with only Python >= 3.11 (and PostgreSQL, `wrk`) on the machine:
+
+1. creates a virtualenv (in a temporary directory, or in `$BENCH_VENV` if set, which
+   is then reused across runs) with this Python, or `$BENCH_PYTHON` if set (e.g. the
+   version the image ships), and installs cookiecutter into it;
+2. bakes the template with its default answers into the temporary directory;
+3. installs the generated project into the virtualenv;
+4. runs the generated project's `bench/run.py` with the same arguments (what
+   `make bench` runs in a generated project) and exits with its status.
+
+Every argument is passed through; see `python3 bench/run.py --help` or the generated
+project's `bench/run.py` for them, and `bench/README.md` for what is measured.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import venv
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MIN_PYTHON = (3, 11)
+
+
+def say(message: str) -> None:
+    """Progress on stderr, so that stdout holds only the benchmark's table."""
+    sys.stderr.write(f"bench: {message}\n")
+    sys.stderr.flush()
+
+
+def pip(python: Path, *args: str) -> None:
+    """Run pip quietly in the benchmark's virtualenv."""
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *args],
+        check=True,
+    )
+
+
+def virtualenv(path: Path) -> tuple[Path, bool]:
+    """The virtualenv's python, and whether the virtualenv already existed."""
+    python = path / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    if python.exists():
+        return python, True
+    interpreter = os.environ.get("BENCH_PYTHON")
+    say(f"creating a virtualenv in {path} ({interpreter or sys.executable})")
+    if interpreter:
+        subprocess.run([interpreter, "-m", "venv", "--clear", str(path)], check=True)
+    else:
+        venv.EnvBuilder(with_pip=True, clear=True).create(path)
+    return python, False
+
+
+def bake(python: Path, into: Path) -> Path:
+    """Bake the template with its defaults; return the generated project's directory."""
+    cookiecutter = python.parent / "cookiecutter"
+    if not cookiecutter.exists():
+        pip(python, "cookiecutter>=2.5")
+    say("baking the template with its default answers")
+    before = set(into.iterdir())
+    subprocess.run(
+        [str(cookiecutter), "--no-input", str(REPO), "--output-dir", str(into)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    (project,) = (path for path in set(into.iterdir()) - before if path.is_dir())
+    return project
+
+
+def main() -> int:
+    """Bake, install and run; see the module docstring."""
+    if sys.version_info < MIN_PYTHON:
+        say(f"needs Python >= {'.'.join(map(str, MIN_PYTHON))}; this is {sys.version.split()[0]}")
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="chassis-bench-"))
+    try:
+        reused_venv = os.environ.get("BENCH_VENV")
+        python, existed = virtualenv(Path(reused_venv) if reused_venv else workdir / ".venv")
+        project = bake(python, workdir)
+        say(f"installing {project.name} into the virtualenv")
+        pip(python, str(project))
+        if existed:
+            # Same version as last time: make pip take this bake's code, not the cached one.
+            pip(python, "--no-deps", "--force-reinstall", str(project))
+        env = {**os.environ, "BENCH_COMMAND": "python bench/run.py"}
+        completed = subprocess.run(
+            [str(python), str(project / "bench" / "run.py"), *sys.argv[1:]],
+            env=env,
+            check=False,
+        )
+    except subprocess.CalledProcessError as exc:
+        say(f"failed: {' '.join(map(str, exc.cmd))} exited with {exc.returncode}")
+        return 1
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return completed.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,755 @@
+"""Measure what the chassis costs: this service against bare FastAPI and raw ASGI.
+
+    python bench/run.py [--duration 10] [--rounds 3] [--connections 64] [--json PATH]
+
+What it does, in one run:
+
+1. creates a fresh database `bench_<random>` next to `DATABASE_URL` (default
+   `postgresql://postgres@127.0.0.1:5432/test`), applies the service's migrations
+   (`python -m <package> migrate`) and seeds `--items` rows;
+2. starts three servers, each one worker with uvloop and httptools, pinned to CPU 0:
+   this service (`python -m <package>`, production settings, every
+   chassis feature on, JSON logs to a file, no trace exporter), `bench/reference_fastapi.py`
+   (bare FastAPI, same routes and query, no middleware) and `bench/reference_raw.py`
+   (raw ASGI + asyncpg);
+3. drives `GET /health/live` and `GET /items/{id}` (random seeded ids) with `wrk`
+   pinned to CPU 1, fixed connections and duration: one warm-up run per server and
+   route, then `--rounds` rounds alternating the servers (A B C A B C ...);
+4. prints requests/s, p50 and p99 (medians over the rounds) and the ratios
+   service/FastAPI and service/raw; `--json PATH` writes the same with a top-level
+   `"ratios"` object; then stops the servers and drops the database.
+
+Without `wrk` (and unable to `apt-get install` it) the pure-Python `bench/loadgen.py`
+drives the load instead; it saturates sooner, and the report says which was used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+PACKAGE = "{{ cookiecutter.package_name }}"
+PREFIX = "{{ cookiecutter.__env_prefix }}"
+PROJECT = Path(__file__).resolve().parent.parent
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+HOST = "127.0.0.1"
+
+ROUTES = {"health_live": "/health/live", "items_get": "/items/{id}"}
+APPS = {
+    "generated": "this service",
+    "fastapi": "bare FastAPI",
+    "raw": "raw ASGI",
+}
+RESULT_LINE = re.compile(r"^BENCH_RESULT (.+)$", re.MULTILINE)
+WRK_SCRIPT = """\
+math.randomseed({seed})
+local ids = {ids}
+if ids > 0 then
+  request = function()
+    return wrk.format(nil, "/items/" .. math.random(1, ids))
+  end
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("BENCH_RESULT %d %d %d %d %.1f %.1f\\n",
+    summary.requests, summary.duration, e.status,
+    e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+@dataclass
+class Sample:
+    """One load run against one server and route."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+    errors: int
+    cpu_us_per_request: float | None = None
+
+
+@dataclass
+class Server:
+    """A server process under test."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+    pids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class LoadGenerator:
+    """How load is generated: `wrk` or the pure-Python fallback."""
+
+    kind: str
+    version: str
+    pin: list[str] = field(default_factory=list)
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"bench: {message}\n")
+    sys.stderr.flush()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _with_database(dsn: str, name: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+def _taskset(cpus: str | None) -> list[str]:
+    taskset = shutil.which("taskset")
+    if cpus is None or taskset is None:
+        return []
+    return [taskset, "-c", cpus]
+
+
+# -- database --------------------------------------------------------------------------
+
+
+async def _create_database(admin_dsn: str, name: str) -> None:
+    connection: Any = await asyncpg.connect(admin_dsn)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
+async def _drop_database(admin_dsn: str, name: str) -> None:
+    connection: Any = await asyncpg.connect(admin_dsn)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+async def _seed(dsn: str, items: int) -> None:
+    connection: Any = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(
+            "INSERT INTO items (name, description, price_cents) "
+            "SELECT 'item ' || g, 'benchmark item number ' || g, g "
+            "FROM generate_series(1, $1::int) AS g",
+            items,
+        )
+        await connection.execute("ANALYZE items")
+        low, high = await connection.fetchrow("SELECT min(id), max(id) FROM items")
+    finally:
+        await connection.close()
+    if (low, high) != (1, items):
+        msg = f"expected item ids 1..{items}, the table holds {low}..{high}"
+        raise RuntimeError(msg)
+
+
+def _service_env(dsn: str) -> dict[str, str]:
+    """The caller's environment minus anything that would reconfigure the service."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith((PREFIX, "OTEL_")) and key != "BENCH_DATABASE_URL"
+    }
+    env.update(
+        {
+            f"{PREFIX}DATABASE_URL": dsn,
+            f"{PREFIX}ENVIRONMENT": "production",
+            f"{PREFIX}HOST": HOST,
+            f"{PREFIX}WORKERS": "1",
+            f"{PREFIX}LOG__FORMAT": "json",
+            f"{PREFIX}LOG__LEVEL": "INFO",
+            # As in the container image: every log line reaches the file at once.
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def _service_pool_size(dsn: str, workdir: Path) -> tuple[int, int]:
+    """Read the service's pool bounds from its settings so the references match them."""
+    script = (
+        "import json\n"
+        f"from {PACKAGE}.settings import Settings\n"
+        "db = Settings().db\n"
+        "print(json.dumps([db.pool_min_size, db.pool_max_size]))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script],
+        env=_service_env(dsn),
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=workdir,
+    )
+    if completed.returncode != 0:
+        _say(f"could not read the pool size from the settings, using 1..10: {completed.stderr}")
+        return 1, 10
+    low, high = json.loads(completed.stdout)
+    return int(low), int(high)
+
+
+# -- servers ---------------------------------------------------------------------------
+
+
+def _start(name: str, dsn: str, pool: tuple[int, int], workdir: Path, cpus: str | None) -> Server:
+    port = _free_port()
+    env = _service_env(dsn)
+    if name == "generated":
+        env[f"{PREFIX}PORT"] = str(port)
+        argv = [sys.executable, "-m", PACKAGE]
+    else:
+        env["BENCH_DATABASE_URL"] = dsn
+        env["BENCH_POOL_MIN_SIZE"] = str(pool[0])
+        env["BENCH_POOL_MAX_SIZE"] = str(pool[1])
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            f"bench.reference_{name}:app",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+    log = workdir / f"{name}.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [*_taskset(cpus), *argv],
+            # The references import `bench.*` from the project; the service runs from a
+            # scratch directory so that a developer's `.env` cannot change its settings.
+            cwd=workdir if name == "generated" else PROJECT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    return Server(name=name, port=port, process=process, log=log)
+
+
+def _wait_ready(server: Server, timeout: float = 60.0) -> None:
+    url = f"http://{HOST}:{server.port}/health/live"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            break
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(url, timeout=2) as response,
+        ):
+            if response.status == 200:
+                return
+        time.sleep(0.1)
+    tail = server.log.read_text(errors="replace")[-4000:]
+    msg = f"{APPS[server.name]} did not become ready on port {server.port}; log tail:\n{tail}"
+    raise RuntimeError(msg)
+
+
+def _process_tree(root: int) -> list[int]:
+    """`root` and its descendants (Linux /proc), e.g. a supervisor and its worker."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree = [root]
+    for pid in tree:
+        tree.extend(child for child, parent in parents.items() if parent == pid)
+    return tree
+
+
+def _cpu_seconds(pids: list[int]) -> float | None:
+    """User + system CPU time of `pids` so far, or None where /proc is unavailable."""
+    if not pids:
+        return None
+    total = 0
+    try:
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+    except (OSError, IndexError, ValueError):
+        return None
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _stop(server: Server) -> None:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+
+
+# -- load ------------------------------------------------------------------------------
+
+
+def _apt_get(apt: str, *args: str) -> None:
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        subprocess.run(
+            [apt, *args],
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+            timeout=300,
+        )
+
+
+def _find_wrk() -> str | None:
+    """`wrk` on PATH; as root on Debian/Ubuntu, try to install it first."""
+    wrk = shutil.which("wrk")
+    apt = shutil.which("apt-get")
+    if wrk is None and apt is not None and hasattr(os, "geteuid") and os.geteuid() == 0:
+        _say("wrk not found; trying `apt-get install wrk` (running as root)")
+        _apt_get(apt, "install", "-y", "-qq", "wrk")
+        if shutil.which("wrk") is None:
+            _apt_get(apt, "update", "-qq")
+            _apt_get(apt, "install", "-y", "-qq", "wrk")
+        wrk = shutil.which("wrk")
+    return wrk
+
+
+def _load_generator(choice: str, cpus: str | None) -> LoadGenerator:
+    if choice in {"auto", "wrk"}:
+        wrk = _find_wrk()
+        if wrk is not None:
+            completed = subprocess.run(
+                [wrk, "--version"], capture_output=True, text=True, check=False
+            )
+            version = (completed.stdout + completed.stderr).split("[")[0].strip()
+            return LoadGenerator(kind=wrk, version=version, pin=_taskset(cpus))
+        if choice == "wrk":
+            msg = "wrk is not installed (apt-get install wrk, brew install wrk, ...)"
+            raise RuntimeError(msg)
+        _say("wrk unavailable: falling back to the pure-Python bench/loadgen.py (weaker)")
+    return LoadGenerator(
+        kind="python",
+        version="bench/loadgen.py (pure Python asyncio, fallback)",
+        pin=_taskset(cpus),
+    )
+
+
+def _load(  # noqa: PLR0913 - one run's full description
+    generator: LoadGenerator,
+    server: Server,
+    route: str,
+    *,
+    duration: int,
+    connections: int,
+    items: int,
+    workdir: Path,
+) -> Sample:
+    ids = items if route == "items_get" else 0
+    base = f"http://{HOST}:{server.port}"
+    if generator.kind == "python":
+        url = f"{base}/items/" if ids else f"{base}{ROUTES[route]}"
+        argv = [
+            sys.executable,
+            str(PROJECT / "bench" / "loadgen.py"),
+            f"--url={url}",
+            f"--connections={connections}",
+            f"--duration={duration}",
+            f"--random-ids={ids}",
+        ]
+    else:
+        script = workdir / f"{route}.lua"
+        script.write_text(WRK_SCRIPT.format(seed=secrets.randbits(31), ids=ids))
+        url = f"{base}/items/1" if ids else f"{base}{ROUTES[route]}"
+        argv = [
+            generator.kind,
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ]
+    cpu_before = _cpu_seconds(server.pids)
+    completed = subprocess.run(
+        [*generator.pin, *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=duration + 120,
+    )
+    cpu_after = _cpu_seconds(server.pids)
+    if completed.returncode != 0:
+        msg = f"load generator failed ({completed.returncode}): {completed.stderr}"
+        raise RuntimeError(msg)
+    if generator.kind == "python":
+        data = json.loads(completed.stdout)
+        sample = Sample(
+            rps=data["rps"],
+            p50_ms=data["p50_ms"],
+            p99_ms=data["p99_ms"],
+            requests=data["requests"],
+            non_2xx=data["non_2xx"],
+            errors=data["errors"],
+        )
+    else:
+        match = RESULT_LINE.search(completed.stdout)
+        if match is None:
+            msg = f"could not parse wrk output:\n{completed.stdout}\n{completed.stderr}"
+            raise RuntimeError(msg)
+        requests, micros, non_2xx, errors, p50_us, p99_us = match.group(1).split()
+        sample = Sample(
+            rps=int(requests) / (int(micros) / 1e6),
+            p50_ms=float(p50_us) / 1000,
+            p99_ms=float(p99_us) / 1000,
+            requests=int(requests),
+            non_2xx=int(non_2xx),
+            errors=int(errors),
+        )
+    if cpu_before is not None and cpu_after is not None and sample.requests:
+        sample.cpu_us_per_request = (cpu_after - cpu_before) * 1e6 / sample.requests
+    return sample
+
+
+# -- report ----------------------------------------------------------------------------
+
+
+def _machine() -> dict[str, Any]:
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+    }
+
+
+def _summary(samples: list[Sample]) -> dict[str, Any]:
+    rps = [s.rps for s in samples]
+    median = statistics.median(rps)
+    cpu = [s.cpu_us_per_request for s in samples if s.cpu_us_per_request is not None]
+    return {
+        "rps": round(median, 1),
+        "p50_ms": round(statistics.median(s.p50_ms for s in samples), 3),
+        "p99_ms": round(statistics.median(s.p99_ms for s in samples), 3),
+        "spread": round((max(rps) - min(rps)) / median, 3) if median else None,
+        "cpu_us_per_request": round(statistics.median(cpu), 1) if cpu else None,
+        "non_2xx": sum(s.non_2xx for s in samples),
+        "errors": sum(s.errors for s in samples),
+        "runs": [s.__dict__ for s in samples],
+    }
+
+
+def _ratio(by_app: dict[str, dict[str, Any]], other: str) -> float | None:
+    if "generated" not in by_app or other not in by_app or not by_app[other]["rps"]:
+        return None
+    return round(float(by_app["generated"]["rps"]) / float(by_app[other]["rps"]), 3)
+
+
+def _round_ratios(by_app: dict[str, list[Sample]], other: str) -> list[float]:
+    """Per round, this service's req/s over `other`'s (the two ran back to back)."""
+    return [
+        round(ours.rps / theirs.rps, 3) if theirs.rps else 0.0
+        for ours, theirs in zip(by_app["generated"], by_app[other], strict=True)
+    ]
+
+
+def _cpu_overhead(by_app: dict[str, dict[str, Any]]) -> float | None:
+    """CPU µs per request that this service spends beyond bare FastAPI (the chassis)."""
+    try:
+        return round(
+            float(by_app["generated"]["cpu_us_per_request"])
+            - float(by_app["fastapi"]["cpu_us_per_request"]),
+            1,
+        )
+    except (KeyError, TypeError):
+        return None
+
+
+def _table(report: dict[str, Any]) -> str:
+    meta = report["settings"]
+    machine = report["machine"]
+    lines = [
+        f"{report['service']} chassis benchmark, {report['date']}",
+        (
+            f"machine: {machine['cpu']}, {machine['cpus']} CPUs, {machine['os']}, "
+            f"Python {machine['python']}"
+        ),
+        (
+            f"load: {report['load_generator']}, {meta['connections']} connections, "
+            f"{meta['duration_s']} s x {meta['rounds']} alternated rounds (medians), "
+            f"servers on CPUs {meta['server_cpus']}, load on CPUs {meta['load_cpus']}"
+        ),
+        "",
+        (
+            f"{'route':<15}{'app':<15}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'spread':>8}"
+            f"{'CPU us/req':>12}"
+        ),
+    ]
+    flagged = False
+    for route, path in ROUTES.items():
+        for index, (app, row) in enumerate(report["results"][route].items()):
+            mark = ""
+            if row["non_2xx"] or row["errors"]:
+                mark, flagged = " *", True
+            lines.append(
+                f"{path if index == 0 else '':<15}{APPS[app]:<15}{row['rps']:>10,.0f}"
+                f"{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}{row['spread']:>8.0%}"
+                f"{'-' if row['cpu_us_per_request'] is None else row['cpu_us_per_request']:>12}"
+                f"{mark}"
+            )
+    lines += ["", f"{'req/s ratio':<15}{'vs FastAPI':>12}{'vs raw ASGI':>13}"]
+    for route, path in ROUTES.items():
+        ratio = report["ratios"][route]
+        cells = [
+            "-" if ratio[key] is None else f"{ratio[key]:.2f}" for key in ("vs_fastapi", "vs_raw")
+        ]
+        overhead = report["cpu_us_per_request_over_fastapi"][route]
+        extra = "" if overhead is None else f"   chassis CPU: {overhead:+.0f} us/req"
+        lines.append(f"{path:<15}{cells[0]:>12}{cells[1]:>13}{extra}")
+    if flagged:
+        lines += ["", "* some responses were not 2xx or failed; counts are in the JSON"]
+    lines += [
+        "",
+        "spread: (max - min) / median of req/s over the rounds; CPU us/req: the server's",
+        "user + system CPU time per request (median), less sensitive to other load",
+        f"command: {report['command']}",
+    ]
+    return "\n".join(lines)
+
+
+# -- main ------------------------------------------------------------------------------
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark the service against bare FastAPI and raw ASGI."
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds per run (10)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated rounds (3)")
+    parser.add_argument("--connections", type=int, default=64, help="connections (64)")
+    parser.add_argument("--items", type=int, default=10_000, help="seeded items (10000)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=3,
+        help="warm-up seconds per server and route; 0: none",
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
+    parser.add_argument(
+        "--loadgen",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="auto: wrk if present (or installable), else the Python fallback",
+    )
+    parser.add_argument("--server-cpus", default="0", help="taskset CPU list for servers")
+    parser.add_argument("--load-cpus", default="1", help="taskset CPU list for the load")
+    parser.add_argument(
+        "--apps",
+        default=",".join(APPS),
+        help="comma-separated subset of generated,fastapi,raw (all by default)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep logs and scripts")
+    args = parser.parse_args(argv)
+    args.apps = [name.strip() for name in args.apps.split(",") if name.strip()]
+    if unknown := set(args.apps) - set(APPS):
+        parser.error(f"unknown --apps {sorted(unknown)}; choose from {', '.join(APPS)}")
+    if (os.cpu_count() or 1) < 2 or shutil.which("taskset") is None:
+        _say("fewer than 2 CPUs or no taskset: servers and load generator are not pinned")
+        args.server_cpus = args.load_cpus = None
+    return args
+
+
+def _start_all(
+    args: argparse.Namespace, dsn: str, pool: tuple[int, int], workdir: Path
+) -> list[Server]:
+    """Start the servers in `args.apps`; stop those already started if one fails."""
+    servers: list[Server] = []
+    try:
+        for name in args.apps:
+            servers.append(_start(name, dsn, pool, workdir, args.server_cpus))
+            _wait_ready(servers[-1])
+            if Path("/proc/self/stat").exists():
+                servers[-1].pids = _process_tree(servers[-1].process.pid)
+    except BaseException:
+        for server in servers:
+            _stop(server)
+        raise
+    return servers
+
+
+def _rounds(
+    args: argparse.Namespace,
+    generator: LoadGenerator,
+    servers: list[Server],
+    workdir: Path,
+) -> dict[str, dict[str, list[Sample]]]:
+    """One warm-up per server and route, then alternate: A B C, A B C, ..."""
+
+    def run(server: Server, route: str, seconds: int) -> Sample:
+        return _load(
+            generator,
+            server,
+            route,
+            duration=seconds,
+            connections=args.connections,
+            items=args.items,
+            workdir=workdir,
+        )
+
+    if args.warmup > 0:
+        for route in ROUTES:
+            for server in servers:
+                run(server, route, args.warmup)
+    samples: dict[str, dict[str, list[Sample]]] = {
+        route: {server.name: [] for server in servers} for route in ROUTES
+    }
+    for round_number in range(1, args.rounds + 1):
+        for route, path in ROUTES.items():
+            for server in servers:
+                sample = run(server, route, args.duration)
+                samples[route][server.name].append(sample)
+                _say(
+                    f"round {round_number}/{args.rounds} {path:<13} "
+                    f"{APPS[server.name]:<13}{sample.rps:>9,.0f} req/s  "
+                    f"p50 {sample.p50_ms:.2f} ms  p99 {sample.p99_ms:.2f} ms  "
+                    f"CPU {sample.cpu_us_per_request or 0:.0f} us/req"
+                )
+    return samples
+
+
+def _measure(
+    args: argparse.Namespace, generator: LoadGenerator, dsn: str, workdir: Path
+) -> tuple[dict[str, dict[str, list[Sample]]], tuple[int, int]]:
+    _say("migrating and seeding the benchmark database")
+    subprocess.run(
+        [sys.executable, "-m", PACKAGE, "migrate"],
+        env=_service_env(dsn),
+        cwd=workdir,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    asyncio.run(_seed(dsn, args.items))
+    pool = _service_pool_size(dsn, workdir)
+    servers = _start_all(args, dsn, pool, workdir)
+    _say(f"servers ready; load generator: {generator.version}")
+    try:
+        return _rounds(args, generator, servers, workdir), pool
+    finally:
+        for server in servers:
+            _stop(server)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; see the module docstring."""
+    args = _arguments(argv)
+    admin_dsn = os.environ.get("DATABASE_URL", DEFAULT_DSN)
+    database = f"bench_{secrets.token_hex(4)}"
+    dsn = _with_database(admin_dsn, database)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    generator = _load_generator(args.loadgen, args.load_cpus)
+    asyncio.run(_create_database(admin_dsn, database))
+    try:
+        samples, pool = _measure(args, generator, dsn, workdir)
+    finally:
+        asyncio.run(_drop_database(admin_dsn, database))
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    results = {
+        route: {name: _summary(runs) for name, runs in by_app.items()}
+        for route, by_app in samples.items()
+    }
+    command = [os.environ.get("BENCH_COMMAND", "python bench/run.py")]
+    command += argv if argv is not None else sys.argv[1:]
+    report: dict[str, Any] = {
+        "service": PROJECT.name,
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": _machine(),
+        "command": " ".join(command),
+        "load_generator": generator.version,
+        "settings": {
+            "duration_s": args.duration,
+            "rounds": args.rounds,
+            "connections": args.connections,
+            "items": args.items,
+            "warmup_s": args.warmup,
+            "server_cpus": args.server_cpus,
+            "load_cpus": args.load_cpus,
+            "pool_size": list(pool),
+            "apps": args.apps,
+        },
+        "results": results,
+        "ratios": {
+            route: {
+                "vs_fastapi": _ratio(by_app, "fastapi"),
+                "vs_raw": _ratio(by_app, "raw"),
+            }
+            for route, by_app in results.items()
+        },
+        "ratios_by_round": {
+            route: {
+                f"vs_{other}": _round_ratios(by_app, other)
+                for other in ("fastapi", "raw")
+                if "generated" in by_app and other in by_app
+            }
+            for route, by_app in samples.items()
+        },
+        "cpu_us_per_request_over_fastapi": {
+            route: _cpu_overhead(by_app) for route, by_app in results.items()
+        },
+    }
+    sys.stdout.write(_table(report) + "\n")
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        _say(f"results written to {args.json}")
+    if args.keep:
+        _say(f"logs and scripts kept in {workdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
