@@ -165,8 +165,10 @@ def create_app(settings: Settings) -> FastAPI:
         )
         loop_monitor.start()
         drain.install()
-        # Everything built so far lives as long as the process: keep the garbage
-        # collector from scanning it again on every full collection.
+        # Everything built so far lives as long as the process: collect once, then
+        # keep the collector from rescanning it (full collections under load took
+        # 40-75 ms each over ~70k start-up objects, and showed as p99 latency).
+        gc.collect()
         gc.freeze()
         log.info("started", port=settings.port, environment=settings.environment.value)
         try:
