@@ -63,10 +63,15 @@ def problem(
 
 
 async def send_problem(
-    send: Send, status: int, detail: str, *, headers: Mapping[str, str] | None = None
+    send: Send,
+    status: int,
+    detail: str,
+    *,
+    instance: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> None:
     """Answer from inside pure ASGI middleware, where there is no Response machinery."""
-    body = problem_body(status, detail)
+    body = problem_body(status, detail, instance=instance)
     raw_headers = [
         (b"content-type", PROBLEM_JSON.encode()),
         (b"content-length", str(len(body)).encode()),

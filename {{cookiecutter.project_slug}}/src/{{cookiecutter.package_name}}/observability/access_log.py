@@ -11,10 +11,10 @@ from random import randbytes
 from time import perf_counter
 from typing import TYPE_CHECKING, Final
 
-import orjson
 import structlog
 
 from {{ cookiecutter.package_name }}.observability.logging import request_id_var
+from {{ cookiecutter.package_name }}.problems import send_problem
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,7 +29,6 @@ _MAX_REQUEST_ID_LENGTH: Final = 128
 # Letters and digits plus ". _ : -": enough for UUIDs, ULIDs and most vendor
 # ids, and nothing that could break a log line or a header.
 _REQUEST_ID_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
-_PROBLEM_HEADERS: Final = ((b"content-type", b"application/problem+json"),)
 
 
 def _incoming_request_id(value: bytes) -> bytes | None:
@@ -147,7 +146,12 @@ class AccessLogMiddleware:
                     exc_info=exc,
                 )
                 if status == 0:
-                    await _send_problem(send_with_request_id, scope["path"])
+                    await send_problem(
+                        send_with_request_id,
+                        500,
+                        "The server encountered an unexpected error.",
+                        instance=scope["path"],
+                    )
             if self._log_excluded or scope["path"] not in self._exclude_paths:
                 client = scope.get("client")
                 self._log.info(
@@ -161,24 +165,3 @@ class AccessLogMiddleware:
                 )
         finally:
             request_id_var.reset(token)
-
-
-async def _send_problem(send: Send, path: str) -> None:
-    """Send a generic RFC 9457 500 response that reveals nothing about the error."""
-    body = orjson.dumps(
-        {
-            "type": "about:blank",
-            "title": "Internal Server Error",
-            "status": 500,
-            "detail": "The server encountered an unexpected error.",
-            "instance": path,
-        }
-    )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 500,
-            "headers": [*_PROBLEM_HEADERS, (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
