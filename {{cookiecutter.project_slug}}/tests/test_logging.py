@@ -25,8 +25,8 @@ import httpx
 import pytest
 import structlog
 
+from {{ cookiecutter.package_name }}.middleware import ServiceMiddleware
 from {{ cookiecutter.package_name }}.observability import logging as obs_logging
-from {{ cookiecutter.package_name }}.observability.access_log import AccessLogMiddleware
 from {{ cookiecutter.package_name }}.observability.logging import REDACTED, redact_secrets, uvicorn_log_config
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import StreamingResponse
 
-from PACKAGE.observability.access_log import AccessLogMiddleware
+from PACKAGE.middleware import ServiceMiddleware
 from PACKAGE.observability.logging import configure_logging, uvicorn_log_config
 
 SERVICE = {"service": "obs-test", "version": "9.9.9", "environment": "test"}
@@ -100,7 +100,7 @@ def create_app() -> FastAPI:
         log.info("live_checked")
         return {"status": "ok"}
 
-    app.add_middleware(AccessLogMiddleware, exclude_paths=frozenset({"/health/live"}))
+    app.add_middleware(ServiceMiddleware, exempt_paths=frozenset({"/health/live"}))
     return app
 
 
@@ -416,8 +416,8 @@ async def test_log_excluded_writes_lines_for_excluded_paths_too() -> None:
         "client": ("10.0.0.1", 1234),
     }
     with structlog.testing.capture_logs() as logs:
-        middleware = AccessLogMiddleware(
-            app, exclude_paths=frozenset({"/health/live"}), log_excluded=True
+        middleware = ServiceMiddleware(
+            app, exempt_paths=frozenset({"/health/live"}), log_exempt=True
         )
         await middleware(scope, receive, send)
 

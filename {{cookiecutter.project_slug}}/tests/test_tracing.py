@@ -32,11 +32,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from {{ cookiecutter.package_name }}.middleware import ServiceMiddleware
 from {{ cookiecutter.package_name }}.observability import tracing
-from {{ cookiecutter.package_name }}.observability.access_log import AccessLogMiddleware
 from {{ cookiecutter.package_name }}.observability.logging import configure_logging
 from {{ cookiecutter.package_name }}.observability.tracing import (
-    TracingMiddleware,
+    RequestTracing,
     _parse_traceparent,
     add_trace_ids,
     end_client_span,
@@ -141,8 +141,7 @@ def build_app(
         log.info("live_checked")
         return {"status": "ok"}
 
-    app.add_middleware(AccessLogMiddleware, exclude_paths=EXCLUDED)
-    app.add_middleware(TracingMiddleware, exclude_paths=EXCLUDED, tracer_provider=provider)
+    app.add_middleware(ServiceMiddleware, exempt_paths=EXCLUDED, hooks=[RequestTracing(provider)])
     return app
 
 

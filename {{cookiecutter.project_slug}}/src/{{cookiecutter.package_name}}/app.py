@@ -1,8 +1,9 @@
 """The app factory: the one place where the service's parts are wired together.
 
 Read top to bottom, `create_app` is the whole service: logging and tracing, the
-middleware stack (outermost first: tracing, access log, metrics, load shedding,
-deadline), the routes, and a lifespan that opens every resource and closes it again.
+routes, the one service middleware (request id, load shedding, deadline, tracing
+and metrics hooks, access log), and a lifespan that opens every resource and closes
+it again.
 """
 
 from __future__ import annotations
@@ -17,24 +18,24 @@ from fastapi import FastAPI
 
 from {{ cookiecutter.package_name }} import __version__, health
 from {{ cookiecutter.package_name }}.db import Database, close_pool, create_pool, is_unavailable
-from {{ cookiecutter.package_name }}.deadline import DeadlineMiddleware
+from {{ cookiecutter.package_name }}.deadline import Deadlines
 from {{ cookiecutter.package_name }}.health import HEALTH_PATHS, Health
 from {{ cookiecutter.package_name }}.http_client import build_outbound_client
 {%- if cookiecutter.include_example_api == "yes" %}
 from {{ cookiecutter.package_name }}.items.routes import router as items_router
 {%- endif %}
 from {{ cookiecutter.package_name }}.lifecycle import Drain
+from {{ cookiecutter.package_name }}.middleware import ServiceMiddleware
 from {{ cookiecutter.package_name }}.migrate import run_migrations
-from {{ cookiecutter.package_name }}.observability.access_log import AccessLogMiddleware
 from {{ cookiecutter.package_name }}.observability.event_loop import LoopLagMonitor
 from {{ cookiecutter.package_name }}.observability.logging import configure_logging, enable_loop_debug
 {%- if cookiecutter.metrics == "prometheus" %}
-from {{ cookiecutter.package_name }}.observability.metrics import METRICS_PATH, Metrics, MetricsMiddleware
+from {{ cookiecutter.package_name }}.observability.metrics import METRICS_PATH, Metrics
 from {{ cookiecutter.package_name }}.observability.metrics import router as metrics_router
 {%- endif %}
 {%- if cookiecutter.tracing == "opentelemetry" %}
 from {{ cookiecutter.package_name }}.observability.tracing import (
-    TracingMiddleware,
+    RequestTracing,
     add_trace_ids,
     configure_tracing,
     end_client_span,
@@ -45,10 +46,14 @@ from {{ cookiecutter.package_name }}.observability.tracing import (
 from {{ cookiecutter.package_name }}.problems import install_problem_handlers
 from {{ cookiecutter.package_name }}.resilience import BreakerConfig, CircuitBreaker, CircuitState
 from {{ cookiecutter.package_name }}.settings import BreakerSettings, Settings, load_settings
-from {{ cookiecutter.package_name }}.shedding import LoadSheddingMiddleware, RequestStats
+from {{ cookiecutter.package_name }}.shedding import RequestStats
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from fastapi import APIRouter
+
+    from {{ cookiecutter.package_name }}.observability.output import LineWriter
 
 log = structlog.get_logger(__name__)
 
@@ -67,9 +72,19 @@ def breaker_config(settings: BreakerSettings) -> BreakerConfig:
     )
 
 
-def setup_logging(settings: Settings) -> None:
-    """Structured logging for the service and its commands."""
-    configure_logging(
+def add_routes(app: FastAPI, router: APIRouter) -> None:
+    """Register `router`'s routes on the app itself (their paths carry its prefix already).
+
+    `app.include_router` makes FastAPI resolve the router lazily, matching every
+    request a second time inside it (~8 µs a request); the same routes added to the
+    app are matched once. Routers with dependencies of their own need `include_router`.
+    """
+    app.router.routes.extend(router.routes)
+
+
+def setup_logging(settings: Settings) -> LineWriter:
+    """Structured logging for the service and its commands; returns the line writer."""
+    return configure_logging(
         level=settings.log.level,
         json=settings.log.format == "json",
         service=settings.service_name,
@@ -83,13 +98,14 @@ def setup_logging(settings: Settings) -> None:
 
 async def migrate(settings: Settings) -> None:
     """`python -m {{ cookiecutter.package_name }} migrate`: apply migrations, logging as the service does."""
-    setup_logging(settings)
+    writer = setup_logging(settings)
     log.info("migrations_applied", versions=await run_migrations(settings.dsn))
+    writer.flush()
 
 
 def create_app(settings: Settings) -> FastAPI:
     """Build the service from `settings`."""
-    setup_logging(settings)
+    log_writer = setup_logging(settings)
 {%- if cookiecutter.tracing == "opentelemetry" %}
     tracer_provider = configure_tracing(
         service=settings.service_name, version=__version__, environment=settings.environment.value
@@ -99,7 +115,8 @@ def create_app(settings: Settings) -> FastAPI:
     metrics = Metrics()
 {%- endif %}
     drain = Drain(settings.shutdown.drain_seconds)
-    stats = RequestStats()
+    stats = RequestStats(settings.limits.max_in_flight)
+    deadlines = Deadlines()
 
     def breaker_changed(breaker: CircuitBreaker, old: CircuitState, new: CircuitState) -> None:
         log.warning("circuit_state_changed", breaker=breaker.name, old=old.value, new=new.value)
@@ -125,6 +142,7 @@ def create_app(settings: Settings) -> FastAPI:
             pool,
             db_breaker,
             acquire_timeout=settings.db.acquire_timeout,
+            deadlines=deadlines,
 {%- if cookiecutter.tracing == "opentelemetry" %}
             query_span=query_span if tracer_provider is not None else None,
 {%- endif %}
@@ -147,7 +165,7 @@ def create_app(settings: Settings) -> FastAPI:
 {% if cookiecutter.metrics == "prometheus" %}
         def sampled(lag: float) -> None:
             metrics.loop_lag.observe(lag)
-            metrics.sample(pool, breakers())
+            metrics.sample(pool, breakers(), stats.in_flight)
 
         loop_monitor = LoopLagMonitor(on_sample=sampled)
 {%- else %}
@@ -183,55 +201,57 @@ def create_app(settings: Settings) -> FastAPI:
                 tracer_provider.shutdown()
 {%- endif %}
             log.info("stopped")
+            log_writer.flush()  # the loop may stop before the end of this iteration
 
     app = FastAPI(
         title={{ cookiecutter.project_name | pystr }},
         version=__version__,
         lifespan=lifespan,
-        # FastAPI's built-in spans switch on with any SDK provider and cost several
-        # times what the chassis' TracingMiddleware does for the same server span.
-        telemetry={"tracing": False},
+        # FastAPI's built-in telemetry switches on with any SDK provider and costs
+        # several times what the service middleware's hooks do for the same span and
+        # metrics; it checks the providers on every request even while off.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.drain = drain
     app.state.stats = stats
     install_problem_handlers(app)
-    app.include_router(health.router)
+    add_routes(app, health.router)
 {%- if cookiecutter.include_example_api == "yes" %}
-    app.include_router(items_router)
+    add_routes(app, items_router)
 {%- endif %}
 
     # Probes and scrapes are exempt from shedding and deadlines, and not traced or logged.
 {%- if cookiecutter.metrics == "prometheus" %}
     app.state.metrics = metrics
-    app.include_router(metrics_router)
+    add_routes(app, metrics_router)
     exempt = HEALTH_PATHS | {METRICS_PATH}
 {%- else %}
     exempt = HEALTH_PATHS
 {%- endif %}
-    # add_middleware wraps: the last one added is the outermost.
     app.add_middleware(
-        DeadlineMiddleware, timeout=settings.limits.request_timeout, exempt_paths=exempt
-    )
-    app.add_middleware(
-        LoadSheddingMiddleware,
-        max_in_flight=settings.limits.max_in_flight,
-        stats=stats,
+        ServiceMiddleware,
         exempt_paths=exempt,
+        log_exempt=settings.log.health_requests,
+        stats=stats,
+        deadlines=deadlines,
+        timeout=settings.limits.request_timeout,
 {%- if cookiecutter.metrics == "prometheus" %}
         on_shed=metrics.shed.inc,
 {%- endif %}
-    )
-{%- if cookiecutter.metrics == "prometheus" %}
-    app.add_middleware(MetricsMiddleware, metrics=metrics, exempt_paths=exempt)
-{%- endif %}
-    app.add_middleware(
-        AccessLogMiddleware, exclude_paths=exempt, log_excluded=settings.log.health_requests
-    )
+{%- if cookiecutter.tracing == "opentelemetry" or cookiecutter.metrics == "prometheus" %}
+        # Started in this order and finished in reverse, so that the access line is
+        # written while the request's span is current.
+        hooks=[
 {%- if cookiecutter.tracing == "opentelemetry" %}
-    # Outermost, so that the access line is written while the request's span is current.
-    app.add_middleware(TracingMiddleware, exclude_paths=exempt, tracer_provider=tracer_provider)
+            RequestTracing(tracer_provider),
 {%- endif %}
+{%- if cookiecutter.metrics == "prometheus" %}
+            metrics,
+{%- endif %}
+        ],
+{%- endif %}
+    )
     return app
 
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from asyncpg.pool import PoolConnectionProxy
 
+    from {{ cookiecutter.package_name }}.deadline import Deadlines
     from {{ cookiecutter.package_name }}.resilience import CircuitBreaker
     from {{ cookiecutter.package_name }}.settings import DatabaseSettings
 
@@ -94,12 +95,14 @@ class Database:
         breaker: CircuitBreaker,
         *,
         acquire_timeout: float,
+        deadlines: Deadlines,
         query_span: QuerySpan | None = None,
     ) -> None:
         """Wrap `pool`; `query_span`, when given, opens a tracing span per connection use."""
         self.pool = pool
         self.breaker = breaker
         self._acquire_timeout = acquire_timeout
+        self._deadlines = deadlines
         self._query_span = query_span
 
     def connection(self, operation: str = "query") -> _GuardedConnection:
@@ -151,9 +154,9 @@ class _GuardedConnection:
         try:
             await self._guard.__aenter__()
             try:
-                # asyncio.timeout rather than acquire(timeout=...): asyncpg implements
-                # that with wait_for, a task per acquire and per release.
-                async with asyncio.timeout(database._acquire_timeout):  # noqa: SLF001
+                # Not acquire(timeout=...): asyncpg implements that with wait_for, a
+                # task per acquire and per release.
+                async with database._deadlines.within(database._acquire_timeout):  # noqa: SLF001
                     connection = await database.pool.acquire()
             except BaseException as exc:
                 await self._guard.__aexit__(type(exc), exc, exc.__traceback__)

@@ -40,6 +40,8 @@ import structlog
 from structlog.processors import ExceptionRenderer, JSONRenderer
 from structlog.tracebacks import ExceptionDictTransformer
 
+from {{ cookiecutter.package_name }}.observability.output import LineLoggerFactory, LineWriter
+
 if TYPE_CHECKING:
     import asyncio
 
@@ -263,10 +265,12 @@ def configure_logging(  # noqa: PLR0913 - keyword-only, each one documented
     version: str,
     environment: str,
     extra_processors: Sequence[Processor] = (),
-) -> None:
-    """Configure structlog for the process.
+) -> LineWriter:
+    """Configure structlog for the process; return the writer its lines go through.
 
-    Call it once, early (the app factory does), before loggers are bound.
+    Call it once, early (the app factory does), before loggers are bound. Lines
+    reach stdout at the end of each event-loop iteration (see
+    :mod:`.output`); call the writer's ``flush()`` before the loop stops.
 
     Args:
         level: Minimum level, e.g. ``"INFO"``. Calls below it cost ~0.1 µs.
@@ -287,15 +291,17 @@ def configure_logging(  # noqa: PLR0913 - keyword-only, each one documented
     processors = _chain(
         json=json, stdlib=False, envelope=envelope, extra_processors=extra_processors
     )
+    writer = LineWriter(sys.stdout.buffer)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_level_number(level)),
         context_class=dict,
-        # Bytes straight to sys.stdout.buffer, flushed per line: no stdlib
-        # logging machinery on the hot path.
-        logger_factory=structlog.BytesLoggerFactory(),
+        # Bytes straight to sys.stdout.buffer, one write per loop iteration: no
+        # stdlib logging machinery on the hot path.
+        logger_factory=LineLoggerFactory(writer),
         cache_logger_on_first_use=True,
     )
+    return writer
 
 
 def stdlib_formatter(

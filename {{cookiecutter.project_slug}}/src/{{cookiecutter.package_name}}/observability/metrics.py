@@ -8,7 +8,6 @@ workers, set `PROMETHEUS_MULTIPROC_DIR`: every worker then writes its samples th
 from __future__ import annotations
 
 import os
-import time
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request, Response
@@ -22,13 +21,13 @@ from prometheus_client import (
     multiprocess,
 )
 
-from {{ cookiecutter.package_name }}.observability.access_log import route_template
+from {{ cookiecutter.package_name }}.middleware import route_template
 from {{ cookiecutter.package_name }}.resilience import CircuitState
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+    from starlette.types import Scope
 
     from {{ cookiecutter.package_name }}.db import Pool
     from {{ cookiecutter.package_name }}.resilience import CircuitBreaker
@@ -97,12 +96,38 @@ class Metrics:
             ["breaker", "to_state"],
             registry=registry,
         )
+        # Label children cached per (method, route, status): `labels()` is the costly part.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.loop_lag = Histogram(
             "event_loop_lag_seconds",
             "How late the event loop ran a timer.",
             registry=registry,
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
         )
+
+    def request_started(self, _scope: Scope) -> object:
+        """Nothing to do before the app runs (a `ServiceMiddleware` hook)."""
+        return None
+
+    def request_finished(
+        self,
+        scope: Scope,
+        _started: object,
+        status: int,
+        seconds: float,
+        _error: BaseException | None,
+    ) -> None:
+        """Count and time one request by method, route template and status."""
+        template = route_template(scope) or _OTHER
+        key = (scope["method"], template, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(key[0], template, str(status)),
+                self.latency.labels(key[0], template),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def breaker_changed(
         self, breaker: CircuitBreaker, _old: CircuitState, new: CircuitState
@@ -111,8 +136,11 @@ class Metrics:
         self.breaker_state.labels(breaker.name).set(_STATE_VALUE[new])
         self.breaker_transitions.labels(breaker.name, new.value).inc()
 
-    def sample(self, pool: Pool, breakers: Iterable[CircuitBreaker]) -> None:
+    def sample(self, pool: Pool, breakers: Iterable[CircuitBreaker], in_flight: int) -> None:
         """Refresh the gauges that describe state rather than events."""
+        # Sampled rather than counted per request: two locked updates per request
+        # cost more than the gauge is worth between scrapes.
+        self.in_flight.set(in_flight)
         self.pool_size.set(pool.get_size())
         self.pool_idle.set(pool.get_idle_size())
         for breaker in breakers:
@@ -125,49 +153,6 @@ class Metrics:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
-
-
-class MetricsMiddleware:
-    """Pure ASGI: count and time every request except the exempt paths."""
-
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, exempt_paths: frozenset[str]) -> None:
-        """Wrap `app`."""
-        self.app = app
-        self.metrics = metrics
-        self.exempt_paths = exempt_paths
-        # Label children cached per (method, route, status): `labels()` is the costly part.
-        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Observe one request."""
-        if scope["type"] != "http" or scope["path"] in self.exempt_paths:
-            await self.app(scope, receive, send)
-            return
-        status = 500
-        started = time.perf_counter()
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        in_flight = self.metrics.in_flight
-        in_flight.inc()
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            in_flight.dec()
-            template = route_template(scope) or _OTHER
-            key = (scope["method"], template, status)
-            children = self._children.get(key)
-            if children is None:
-                children = self._children[key] = (
-                    self.metrics.requests.labels(key[0], template, str(status)),
-                    self.metrics.latency.labels(key[0], template),
-                )
-            children[0].inc()
-            children[1].observe(time.perf_counter() - started)
 
 
 @router.get(METRICS_PATH)

@@ -2,11 +2,12 @@
 
 Two modes, chosen at start-up by :func:`configure_tracing`:
 
-* Propagation only (the default: no OTLP endpoint configured). The middleware
-  parses ``traceparent``/``tracestate`` itself and makes a non-recording span
-  with a new span id current for the request, so log lines carry ``trace_id``
-  and ``span_id`` and outbound calls continue the trace. The OpenTelemetry SDK
-  is never imported.
+* Propagation only (the default: no OTLP endpoint configured). The request
+  hook :class:`RequestTracing` (run by the service middleware) parses
+  ``traceparent``/``tracestate`` itself and makes a non-recording span with a
+  new span id current for the request, so log lines carry ``trace_id`` and
+  ``span_id`` and outbound calls continue the trace. The OpenTelemetry SDK is
+  never imported.
 * Export (``OTEL_EXPORTER_OTLP_ENDPOINT`` or
   ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` set). The SDK records one SERVER span
   per request, CLIENT spans for outbound HTTP calls and database queries, and
@@ -17,17 +18,17 @@ FastAPI (>= 0.142) has its own telemetry, which switches itself on as soon as
 a global SDK tracer provider is set: a SERVER span per request plus three
 internal spans (dependencies, endpoint, serialization), health checks
 included. Create the app with ``FastAPI(telemetry={"tracing": False})`` and
-let this middleware record the SERVER span: measured in-process, it costs
-about 75 µs of CPU per request against 110 µs for FastAPI's span alone and
-280 µs with its internal spans. Should FastAPI's span be on anyway, this
-middleware adds none, so there is never more than one SERVER span per request.
+let :class:`RequestTracing` record the SERVER span: measured in-process, it
+costs about 75 µs of CPU per request against 110 µs for FastAPI's span alone
+and 280 µs with its internal spans. Should FastAPI's span be on anyway, this
+hook adds none, so there is never more than one SERVER span per request.
 """
 
 from __future__ import annotations
 
 import os
 from random import randbytes
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.trace import (
@@ -40,20 +41,21 @@ from opentelemetry.trace import (
     TraceState,
 )
 
-from {{ cookiecutter.package_name }}.observability.access_log import route_template
+from {{ cookiecutter.package_name }}.middleware import route_template
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from contextlib import AbstractContextManager
+    from contextvars import Token
 
     import httpx
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.util.types import AttributeValue
-    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+    from starlette.types import Scope
     from structlog.typing import EventDict, WrappedLogger
 
 __all__ = [
-    "TracingMiddleware",
+    "RequestTracing",
     "add_trace_ids",
     "configure_tracing",
     "end_client_span",
@@ -150,8 +152,8 @@ class _RequestSpan(NonRecordingSpan):
         return self._context
 
 
-class TracingMiddleware:
-    """Continue or start a trace for each HTTP request (pure ASGI).
+class RequestTracing:
+    """Continue or start a trace for each HTTP request (a `ServiceMiddleware` hook).
 
     Reads ``traceparent``/``tracestate`` (W3C Trace Context level 1). A valid
     ``traceparent`` makes the request part of the caller's trace; a missing or
@@ -159,72 +161,80 @@ class TracingMiddleware:
     started. The request's span gets a new span id, the caller's span being its
     parent, and is current while the app runs: ``trace.get_current_span()``
     returns it and ``propagate.inject()`` continues the trace on outbound
-    calls. Paths in ``exclude_paths`` (health checks, metrics) are not traced.
+    calls. The middleware does not call hooks for its exempt paths (health
+    checks, metrics), so those are not traced.
 
     With ``tracer_provider`` (what :func:`configure_tracing` returns), the span
     is a recorded SERVER span named ``"METHOD /route/{template}"``; without,
     it is a non-recording span that only carries the ids.
     """
 
-    __slots__ = ("_app", "_exclude_paths", "_tracer")
+    __slots__ = ("_tracer",)
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        exclude_paths: frozenset[str] = frozenset(),
-        tracer_provider: trace.TracerProvider | None = None,
-    ) -> None:
-        """Wrap ``app``; record spans through ``tracer_provider`` if given."""
-        self._app = app
-        self._exclude_paths = exclude_paths
+    def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
+        """Record spans through ``tracer_provider`` if given."""
         self._tracer = (
             tracer_provider.get_tracer(_INSTRUMENTATION_NAME) if tracer_provider else None
         )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Handle one ASGI connection."""
-        if scope["type"] != "http" or scope["path"] in self._exclude_paths:
-            await self._app(scope, receive, send)
-        elif scope.get("fastapi.telemetry") is not None:
+    def request_started(self, scope: Scope) -> object:
+        """Make the request's span current; return what `request_finished` needs."""
+        if scope.get("fastapi.telemetry") is not None:
             # FastAPI's own telemetry is on and its SERVER span is current (it
             # wraps the whole middleware stack): add no second one. Undocumented
             # scope key; a test fails if a FastAPI release drops it.
-            await self._within_outer_span(scope, receive, send)
-        elif self._tracer is None:
-            await self._propagate(scope, receive, send)
-        else:
-            await self._record(self._tracer, scope, receive, send)
-
-    async def _within_outer_span(self, scope: Scope, receive: Receive, send: Send) -> None:
+            if self._tracer is None:
+                return None
+            return context.attach(context.set_value(_TRACER_KEY, self._tracer)), None
+        parent = _extract(scope["headers"])
         if self._tracer is None:
-            await self._app(scope, receive, send)
-            return
-        token = context.attach(context.set_value(_TRACER_KEY, self._tracer))
-        try:
-            await self._app(scope, receive, send)
-        finally:
-            context.detach(token)
+            if parent is None:
+                # Not sampled: nothing is recorded here, so downstream services
+                # decide for themselves (the Level 1 default for a new trace).
+                span: trace.Span = _RequestSpan(
+                    _random_hex(16), _random_hex(8), 0, _EMPTY_TRACE_STATE
+                )
+            else:
+                trace_id, _, sampled, trace_state = parent
+                span = _RequestSpan(trace_id, _random_hex(8), sampled, trace_state)
+            return context.attach(trace.set_span_in_context(span)), None
+        span = self._start_server_span(self._tracer, scope, parent)
+        current = context.set_value(_TRACER_KEY, self._tracer, trace.set_span_in_context(span))
+        return context.attach(current), span
 
-    async def _propagate(self, scope: Scope, receive: Receive, send: Send) -> None:
-        parent = _extract(scope["headers"])
-        if parent is None:
-            # Not sampled: nothing is recorded here, so downstream services
-            # decide for themselves (the Level 1 default for a new trace).
-            span = _RequestSpan(_random_hex(16), _random_hex(8), 0, _EMPTY_TRACE_STATE)
-        else:
-            trace_id, _, sampled, trace_state = parent
-            span = _RequestSpan(trace_id, _random_hex(8), sampled, trace_state)
-        token = context.attach(trace.set_span_in_context(span))
-        try:
-            await self._app(scope, receive, send)
-        finally:
-            context.detach(token)
-
-    async def _record(
-        self, tracer: trace.Tracer, scope: Scope, receive: Receive, send: Send
+    def request_finished(
+        self,
+        scope: Scope,
+        started: object,
+        status: int,
+        _seconds: float,
+        error: BaseException | None,
     ) -> None:
-        parent = _extract(scope["headers"])
+        """End the recorded span (name, route, status, error) and restore the context."""
+        if started is None:
+            return
+        token, span = cast("tuple[Token[context.Context], trace.Span | None]", started)
+        if span is not None:
+            if error is not None:
+                # Answered 500 by the middleware; the exception goes on the span as an event.
+                span.record_exception(error)
+            route = route_template(scope)
+            if route is not None:
+                span.update_name(f"{scope['method']} {route}")
+                span.set_attribute("http.route", route)
+            span.set_attribute("http.response.status_code", status)
+            if status >= _SERVER_ERROR:
+                span.set_attribute("error.type", str(status))
+                span.set_status(StatusCode.ERROR)
+            span.end()
+        context.detach(token)
+
+    @staticmethod
+    def _start_server_span(
+        tracer: trace.Tracer,
+        scope: Scope,
+        parent: tuple[str, str, int, TraceState] | None,
+    ) -> trace.Span:
         parent_context = context.Context()
         if parent is not None:
             trace_id, span_id, sampled, trace_state = parent
@@ -236,9 +246,8 @@ class TracingMiddleware:
                 trace_state=trace_state,
             )
             parent_context = trace.set_span_in_context(NonRecordingSpan(remote), parent_context)
-        method: str = scope["method"]
         attributes: dict[str, AttributeValue] = {
-            "http.request.method": method,
+            "http.request.method": scope["method"],
             "url.scheme": scope.get("scheme", "http"),
             "url.path": scope["path"],
             "network.protocol.version": scope.get("http_version", "1.1"),
@@ -247,38 +256,9 @@ class TracingMiddleware:
         if client:
             attributes["client.address"] = client[0]
         # Named after the method until routing has found the template.
-        span = tracer.start_span(
-            method, context=parent_context, kind=SpanKind.SERVER, attributes=attributes
+        return tracer.start_span(
+            scope["method"], context=parent_context, kind=SpanKind.SERVER, attributes=attributes
         )
-        current = context.set_value(_TRACER_KEY, tracer, trace.set_span_in_context(span))
-        token = context.attach(current)
-        status = 0
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self._app(scope, receive, send_with_status)
-        except Exception as exc:
-            span.record_exception(exc)
-            span.set_attribute("error.type", type(exc).__qualname__)
-            span.set_status(StatusCode.ERROR)
-            raise
-        finally:
-            route = route_template(scope)
-            if route is not None:
-                span.update_name(f"{method} {route}")
-                span.set_attribute("http.route", route)
-            if status:
-                span.set_attribute("http.response.status_code", status)
-                if status >= _SERVER_ERROR:
-                    span.set_attribute("error.type", str(status))
-                    span.set_status(StatusCode.ERROR)
-            span.end()
-            context.detach(token)
 
 
 def _extract(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, str, int, TraceState] | None:
@@ -412,7 +392,7 @@ def configure_tracing(*, service: str, version: str, environment: str) -> SdkTra
     ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set (and ``OTEL_SDK_DISABLED``
     is not ``true``). Otherwise installs a global SDK tracer provider that
     exports in batches over OTLP/HTTP. Pass the provider to
-    :class:`TracingMiddleware`, and call its ``shutdown()`` at application
+    :class:`RequestTracing`, and call its ``shutdown()`` at application
     shutdown to flush the last spans.
 
     ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` override the

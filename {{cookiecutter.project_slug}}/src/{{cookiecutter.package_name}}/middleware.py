@@ -1,0 +1,261 @@
+"""The service's one middleware: every request's id, admission, deadline, hooks and log line.
+
+One pure ASGI layer rather than one per concern: each layer costs a coroutine, a
+closure and a wrapped `send` per request, and the concerns share most of their work
+(the exempt-path check, the response status, the duration). The concerns keep their
+own modules; this one only sequences them:
+
+1. paths in `exempt_paths` (probes, scrapes) get only the request id: no hooks,
+   shedding or deadline, and no access line unless `log_exempt` asks for it;
+2. the request id is taken from ``X-Request-ID`` (1-128 characters of
+   ``[A-Za-z0-9._:-]``) or generated, set in `request_id_var` and echoed back;
+3. each hook's `request_started` runs (tracing makes the request's span current);
+4. `RequestStats.admit` sheds the request (503 + `Retry-After`) or counts it in;
+5. the app runs within the request deadline: past it, the handler is cancelled (a
+   pooled connection it held is released) and answered 504;
+6. an exception that escapes is logged once with a structured traceback and answered
+   500 (`application/problem+json`) if no response has started; it is not re-raised,
+   since Starlette and uvicorn would log it again without structure;
+7. one access line (``event="request"``: method, route template, path, status,
+   duration, client; never header values), then the hooks' `request_finished` in
+   reverse order, so the line is written while the span is still current.
+"""
+
+from __future__ import annotations
+
+from random import randbytes
+from time import perf_counter
+from typing import TYPE_CHECKING, Final, Protocol
+
+import structlog
+
+from {{ cookiecutter.package_name }}.observability.logging import request_id_var
+from {{ cookiecutter.package_name }}.problems import send_problem
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+    from structlog.typing import FilteringBoundLogger
+
+    from {{ cookiecutter.package_name }}.deadline import Deadlines
+    from {{ cookiecutter.package_name }}.shedding import RequestStats
+
+__all__ = ["REQUEST_ID_HEADER", "RequestHook", "ServiceMiddleware", "route_template"]
+
+REQUEST_ID_HEADER: Final = "X-Request-ID"
+
+_HEADER_NAME: Final = b"x-request-id"
+_MAX_REQUEST_ID_LENGTH: Final = 128
+# Letters and digits plus ". _ : -": enough for UUIDs, ULIDs and most vendor
+# ids, and nothing that could break a log line or a header.
+_REQUEST_ID_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
+_RETRY_AFTER: Final = {"Retry-After": "1"}
+
+
+class RequestHook(Protocol):
+    """Something that observes each request: tracing and metrics are hooks."""
+
+    def request_started(self, scope: Scope) -> object:
+        """Called before the app runs; the result is handed to `request_finished`."""
+
+    def request_finished(
+        self,
+        scope: Scope,
+        started: object,
+        status: int,
+        seconds: float,
+        error: BaseException | None,
+    ) -> None:
+        """Called once the response is sent (`status` 500 if the app failed)."""
+
+
+def _incoming_request_id(value: bytes) -> bytes | None:
+    """Return the header value if it is an acceptable request id."""
+    # isalnum() is the fast path for the common hex and UUID-without-dashes ids;
+    # translate() deletes every allowed byte, so anything left is a bad byte.
+    if 0 < len(value) <= _MAX_REQUEST_ID_LENGTH and (
+        value.isalnum() or not value.translate(None, _REQUEST_ID_ALPHABET)
+    ):
+        return value
+    return None
+
+
+def _request_id(headers: Sequence[tuple[bytes, bytes]]) -> bytes:
+    for name, value in headers:
+        if name == _HEADER_NAME:
+            incoming = _incoming_request_id(value)
+            if incoming is not None:
+                return incoming
+            break
+    # 0.2 µs, against 1.9 µs for uuid4().hex and a system call for os.urandom.
+    # Unique, not secret: never use it as a credential.
+    return randbytes(16).hex().encode("ascii")  # noqa: S311 - an id, not a secret
+
+
+def route_template(scope: Scope) -> str | None:
+    """Return the matched route's template (``/items/{item_id}``), or None.
+
+    Read it after the app has handled the request: routing fills the scope in.
+    FastAPI resolves routers included into routers lazily, so ``scope["route"]``
+    holds the route as declared, without the outer routers' prefixes; the
+    effective template is kept in FastAPI's own scope entry. The lookup falls
+    back to Starlette's ``scope["route"]`` for routes registered on the app.
+    """
+    fastapi_scope = scope.get("fastapi")
+    if fastapi_scope:
+        context = fastapi_scope.get("effective_route_context")
+        if context is not None:
+            template = getattr(context.starlette_route, "path_format", None) or getattr(
+                context, "path_format", None
+            )
+            if template:
+                return str(template)
+    route = scope.get("route")
+    template = getattr(route, "path_format", None)
+    return str(template) if template else None
+
+
+class ServiceMiddleware:
+    """Request id, admission, deadline, hooks and the access log, in one pure ASGI layer.
+
+    Every part is optional: without `stats` nothing is shed, without `deadlines`
+    nothing is timed out, without `hooks` nothing else observes the request.
+    """
+
+    __slots__ = (
+        "_app",
+        "_deadlines",
+        "_exempt_paths",
+        "_hooks",
+        "_log",
+        "_log_exempt",
+        "_on_shed",
+        "_reversed_hooks",
+        "_stats",
+        "_timeout",
+    )
+
+    def __init__(  # noqa: PLR0913 - keyword-only, one per concern sequenced here
+        self,
+        app: ASGIApp,
+        *,
+        exempt_paths: frozenset[str] = frozenset(),
+        log_exempt: bool = False,
+        stats: RequestStats | None = None,
+        on_shed: Callable[[], None] | None = None,
+        deadlines: Deadlines | None = None,
+        timeout: float = 0.0,
+        hooks: Sequence[RequestHook] = (),
+    ) -> None:
+        """Wrap `app`; build it after logging is configured (it binds its logger)."""
+        self._app = app
+        self._exempt_paths = exempt_paths
+        self._log_exempt = log_exempt
+        self._stats = stats
+        self._on_shed = on_shed
+        self._deadlines = deadlines if timeout > 0 else None
+        self._timeout = timeout
+        self._hooks = tuple(hooks)
+        self._reversed_hooks = self._hooks[::-1]
+        # Bound once: each call on the lazy proxy would resolve it again.
+        self._log: FilteringBoundLogger = structlog.get_logger(__name__).bind()
+
+    # One frame on purpose: every helper coroutine here would cost each request.
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901, PLR0912, PLR0915
+        """Handle one ASGI connection."""
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        exempt = scope["path"] in self._exempt_paths
+        start = perf_counter()
+        header = (_HEADER_NAME, _request_id(scope["headers"]))
+        status = 0
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                # A new list: the response object may reuse its own.
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        token = request_id_var.set(header[1].decode("ascii"))
+        hooks = () if exempt else self._hooks
+        started = [hook.request_started(scope) for hook in hooks]
+        stats = None if exempt else self._stats
+        deadline = None
+        if not (exempt or self._deadlines is None):
+            deadline = self._deadlines.within(self._timeout)
+        admitted = False
+        error: Exception | None = None
+        seconds = 0.0
+        try:
+            try:
+                if stats is not None and not stats.admit():
+                    await self._shed(send_with_request_id)
+                elif deadline is None:
+                    admitted = stats is not None
+                    await self._app(scope, receive, send_with_request_id)
+                else:
+                    admitted = stats is not None
+                    async with deadline:
+                        await self._app(scope, receive, send_with_request_id)
+            except Exception as exc:  # noqa: BLE001 - last resort: logged, answered, not re-raised
+                if status == 0 and deadline is not None and deadline.expired:
+                    await send_problem(
+                        send_with_request_id,
+                        504,
+                        f"the request took longer than {self._timeout:g}s",
+                    )
+                else:
+                    error = exc
+                    await self._unhandled(scope, exc, send_with_request_id, responded=status != 0)
+            seconds = perf_counter() - start
+            # Not written for a cancelled request (client gone, server stopping).
+            if not exempt or self._log_exempt:
+                self._access_line(scope, status or 500, seconds)
+        finally:
+            status = status or 500  # cancelled, or no response at all
+            if admitted:
+                stats.release(status)  # type: ignore[union-attr]
+            if hooks:
+                seconds = seconds or perf_counter() - start
+                for hook, state in zip(self._reversed_hooks, reversed(started), strict=True):
+                    hook.request_finished(scope, state, status, seconds, error)
+            request_id_var.reset(token)
+
+    def _access_line(self, scope: Scope, status: int, seconds: float) -> None:
+        client = scope.get("client")
+        self._log.info(
+            "request",
+            method=scope["method"],
+            route=route_template(scope),
+            path=scope["path"],
+            status=status,
+            duration_ms=round(seconds * 1000, 3),
+            client=client[0] if client else None,
+        )
+
+    async def _shed(self, send: Send) -> None:
+        if self._on_shed is not None:
+            self._on_shed()
+        await send_problem(send, 503, "too many requests in flight", headers=_RETRY_AFTER)
+
+    async def _unhandled(
+        self, scope: Scope, exc: Exception, send: Send, *, responded: bool
+    ) -> None:
+        """Log an exception that escaped the app once, and answer 500 if still possible."""
+        self._log.error(
+            "unhandled_exception",
+            method=scope["method"],
+            path=scope["path"],
+            route=route_template(scope),
+            exc_info=exc,
+        )
+        # After the response started no 500 can follow: uvicorn closes the connection,
+        # so the client cannot take a truncated body for a whole one.
+        if not responded:
+            await send_problem(
+                send, 500, "The server encountered an unexpected error.", instance=scope["path"]
+            )

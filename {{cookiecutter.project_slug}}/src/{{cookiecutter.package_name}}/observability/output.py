@@ -1,0 +1,112 @@
+"""Log lines to stdout, written once per event-loop iteration rather than once per line.
+
+A `write` system call per line cost more than rendering the line: ~12 µs per request
+for the access line alone, measured in-process against a file. `LineWriter` collects
+the lines of one loop iteration and writes them with one call at its end, so under
+load many requests share a write; at rest a line still goes out within the same
+iteration. Outside an event loop (start-up, commands, other threads) every line is
+written at once.
+
+The cost is what a crash leaves unwritten: at most the lines of the iteration it
+interrupted. `flush()` runs at exit and at the end of the app's lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import threading
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from typing import BinaryIO
+
+__all__ = ["LineLogger", "LineLoggerFactory", "LineWriter"]
+
+# Written at once past this size, whatever the iteration.
+_MAX_BUFFER: Final = 64 * 1024
+
+
+class LineWriter:
+    """Newline-terminated lines for a binary stream, written at the end of each loop iteration."""
+
+    __slots__ = ("_buffer", "_lock", "_pending", "_stream")
+
+    def __init__(self, stream: BinaryIO) -> None:
+        """Write to `stream` (e.g. ``sys.stdout.buffer``); flushed at interpreter exit too."""
+        self._stream = stream
+        self._buffer = bytearray()
+        self._lock = threading.Lock()
+        # The loop that has a flush scheduled, if any.
+        self._pending: asyncio.AbstractEventLoop | None = None
+        atexit.register(self.flush)
+
+    def write_line(self, line: bytes) -> None:
+        """Queue `line` (without its newline) for the end of this loop iteration."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        with self._lock:
+            self._buffer += line
+            self._buffer += b"\n"
+            if loop is not None and self._pending is loop and len(self._buffer) < _MAX_BUFFER:
+                return
+            if loop is None or len(self._buffer) >= _MAX_BUFFER:
+                self._write_locked()
+                return
+            # A flush pending on another loop (a test's, closed since) may never run.
+            self._pending = loop
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write what is queued now."""
+        with self._lock:
+            self._pending = None
+            self._write_locked()
+
+    def _write_locked(self) -> None:
+        if not self._buffer:
+            return
+        data = memoryview(self._buffer)
+        try:
+            # A raw stream (python -u) may take only part of the bytes per call.
+            while data:
+                written = self._stream.write(data)
+                data = data[written if written is not None else len(data) :]
+            self._stream.flush()
+        finally:
+            data.release()
+            self._buffer.clear()
+
+
+class LineLogger:
+    """structlog's output for rendered lines (bytes), through a `LineWriter`."""
+
+    __slots__ = ("_writer", "name")
+
+    def __init__(self, writer: LineWriter, name: str | None = None) -> None:
+        """Write every rendered line through `writer`; `name` is the logger's name."""
+        self._writer = writer
+        self.name = name
+
+    def msg(self, message: bytes) -> None:
+        """Write one rendered line; structlog calls this for every level."""
+        self._writer.write_line(message)
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
+
+
+class LineLoggerFactory:
+    """structlog `logger_factory`: one `LineLogger` per `get_logger(name)`, sharing a writer."""
+
+    __slots__ = ("writer",)
+
+    def __init__(self, writer: LineWriter) -> None:
+        """Make loggers that write through `writer`."""
+        self.writer = writer
+
+    def __call__(self, *args: object) -> LineLogger:
+        """Return a logger named after the first argument, if it is a string."""
+        name = args[0] if args and isinstance(args[0], str) else None
+        return LineLogger(self.writer, name)
