@@ -62,7 +62,7 @@ log = structlog.get_logger("obs_app")
 
 
 def create_app() -> FastAPI:
-    configure_logging(level="INFO", json=True, **SERVICE)
+    access_log = configure_logging(level="INFO", json=True, **SERVICE)
     app = FastAPI()
     items = APIRouter(prefix="/items")
 
@@ -100,7 +100,9 @@ def create_app() -> FastAPI:
         log.info("live_checked")
         return {"status": "ok"}
 
-    app.add_middleware(ServiceMiddleware, exempt_paths=frozenset({"/health/live"}))
+    app.add_middleware(
+        ServiceMiddleware, exempt_paths=frozenset({"/health/live"}), access_log=access_log
+    )
     return app
 
 
@@ -425,6 +427,37 @@ async def test_log_excluded_writes_lines_for_excluded_paths_too() -> None:
         ("request", "/health/live", 204)
     ]
     assert sent[0]["headers"][-1][0] == b"x-request-id"
+
+
+def test_access_log_writes_the_line_structlog_would(
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    """The JSON fast path: same fields, order and redaction as the processor chain."""
+    access_log = obs_logging.configure_logging(
+        level="INFO", json=True, service="s", version="1", environment="test"
+    )
+    fields: dict[str, Any] = {
+        "method": "GET",
+        "route": "/items/{item_id}",
+        "path": f"/items/{DSN}",
+        "status": 200,
+        "duration_ms": 1.5,
+        "client": "10.0.0.1",
+    }
+    token = obs_logging.request_id_var.set("req-1")
+    try:
+        access_log.write(**fields)
+        structlog.get_logger(f"{PACKAGE}.access").info("request", **fields)
+        access_log.flush()
+    finally:
+        obs_logging.request_id_var.reset(token)
+        structlog.reset_defaults()
+    fast, chained = (json.loads(line) for line in capsysbinary.readouterr().out.splitlines())
+    assert ISO_UTC.fullmatch(fast.pop("timestamp"))
+    chained.pop("timestamp")
+    assert list(fast.items()) == list(chained.items())
+    assert fast["request_id"] == "req-1"
+    assert fast["path"] == "/items/postgresql://u:***@h/db"
 
 
 class TestRedaction:

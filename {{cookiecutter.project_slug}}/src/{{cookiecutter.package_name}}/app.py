@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
     from fastapi import APIRouter
 
-    from {{ cookiecutter.package_name }}.observability.output import LineWriter
+    from {{ cookiecutter.package_name }}.observability.logging import AccessLog
 
 log = structlog.get_logger(__name__)
 
@@ -82,8 +82,8 @@ def add_routes(app: FastAPI, router: APIRouter) -> None:
     app.router.routes.extend(router.routes)
 
 
-def setup_logging(settings: Settings) -> LineWriter:
-    """Structured logging for the service and its commands; returns the line writer."""
+def setup_logging(settings: Settings) -> AccessLog:
+    """Structured logging for the service and its commands; returns the access log."""
     return configure_logging(
         level=settings.log.level,
         json=settings.log.format == "json",
@@ -98,14 +98,14 @@ def setup_logging(settings: Settings) -> LineWriter:
 
 async def migrate(settings: Settings) -> None:
     """`python -m {{ cookiecutter.package_name }} migrate`: apply migrations, logging as the service does."""
-    writer = setup_logging(settings)
+    logs = setup_logging(settings)
     log.info("migrations_applied", versions=await run_migrations(settings.dsn))
-    writer.flush()
+    logs.flush()
 
 
 def create_app(settings: Settings) -> FastAPI:
     """Build the service from `settings`."""
-    log_writer = setup_logging(settings)
+    access_log = setup_logging(settings)
 {%- if cookiecutter.tracing == "opentelemetry" %}
     tracer_provider = configure_tracing(
         service=settings.service_name, version=__version__, environment=settings.environment.value
@@ -201,7 +201,7 @@ def create_app(settings: Settings) -> FastAPI:
                 tracer_provider.shutdown()
 {%- endif %}
             log.info("stopped")
-            log_writer.flush()  # the loop may stop before the end of this iteration
+            access_log.flush()  # the loop may stop before the end of this iteration
 
     app = FastAPI(
         title={{ cookiecutter.project_name | pystr }},
@@ -233,6 +233,7 @@ def create_app(settings: Settings) -> FastAPI:
         ServiceMiddleware,
         exempt_paths=exempt,
         log_exempt=settings.log.health_requests,
+        access_log=access_log,
         stats=stats,
         deadlines=deadlines,
         timeout=settings.limits.request_timeout,

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import structlog
 
-from {{ cookiecutter.package_name }}.observability.logging import request_id_var
+from {{ cookiecutter.package_name }}.observability.logging import AccessLog, request_id_var
 from {{ cookiecutter.package_name }}.problems import send_problem
 
 if TYPE_CHECKING:
@@ -124,6 +124,7 @@ class ServiceMiddleware:
     """
 
     __slots__ = (
+        "_access_log",
         "_app",
         "_deadlines",
         "_exempt_paths",
@@ -147,8 +148,14 @@ class ServiceMiddleware:
         deadlines: Deadlines | None = None,
         timeout: float = 0.0,
         hooks: Sequence[RequestHook] = (),
+        access_log: AccessLog | None = None,
     ) -> None:
-        """Wrap `app`; build it after logging is configured (it binds its logger)."""
+        """Wrap `app`; build it after logging is configured (it binds its logger).
+
+        `access_log` is what `configure_logging` returns; by default, lines go
+        through structlog.
+        """
+        self._access_log = access_log if access_log is not None else AccessLog()
         self._app = app
         self._exempt_paths = exempt_paths
         self._log_exempt = log_exempt
@@ -227,8 +234,7 @@ class ServiceMiddleware:
 
     def _access_line(self, scope: Scope, status: int, seconds: float) -> None:
         client = scope.get("client")
-        self._log.info(
-            "request",
+        self._access_log.write(
             method=scope["method"],
             route=route_template(scope),
             path=scope["path"],

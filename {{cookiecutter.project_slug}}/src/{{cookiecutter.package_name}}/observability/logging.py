@@ -33,7 +33,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import orjson
 import structlog
@@ -45,10 +45,11 @@ from {{ cookiecutter.package_name }}.observability.output import LineLoggerFacto
 if TYPE_CHECKING:
     import asyncio
 
-    from structlog.typing import EventDict, Processor, WrappedLogger
+    from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 __all__ = [
     "REDACTED",
+    "AccessLog",
     "configure_logging",
     "enable_loop_debug",
     "redact_secrets",
@@ -174,12 +175,12 @@ def redact_secrets(_logger: WrappedLogger, _method_name: str, event_dict: EventD
 class _Envelope:
     """Put the fields every line carries first, and add the per-line context."""
 
-    __slots__ = ("_iso_timestamp", "_static")
+    __slots__ = ("_iso_timestamp", "static")
 
     def __init__(
         self, *, service: str, version: str, environment: str, iso_timestamp: bool
     ) -> None:
-        self._static = (("service", service), ("version", version), ("environment", environment))
+        self.static = (("service", service), ("version", version), ("environment", environment))
         self._iso_timestamp = iso_timestamp
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
@@ -195,9 +196,86 @@ class _Envelope:
         request_id = request_id_var.get()
         if request_id is not None:
             line.setdefault("request_id", request_id)
-        for key, value in self._static:
+        for key, value in self.static:
             line.setdefault(key, value)
         return line
+
+
+class AccessLog:
+    """Writes the access line, ``event="request"``, once per request.
+
+    Made by :func:`configure_logging` in JSON mode, it builds and renders the line
+    itself: the fields, their order and their redaction are those of a structlog
+    line through the configured processors, at about a third of the cost, which
+    the access line can afford to skip because the middleware controls every
+    field. Made without a writer (console mode, tests), it logs through structlog.
+    """
+
+    __slots__ = ("_envelope", "_extra_processors", "_log", "_name", "_writer")
+
+    def __init__(
+        self,
+        *,
+        name: str = f"{_DEFAULT_LOGGER_NAME}.access",
+        writer: LineWriter | None = None,
+        envelope: _Envelope | None = None,
+        extra_processors: Sequence[Processor] = (),
+    ) -> None:
+        """Log as `name`; with a `writer` and `envelope`, render JSON lines directly."""
+        self._name = name
+        self._writer = writer
+        self._envelope = envelope
+        self._extra_processors = tuple(extra_processors)
+        # Bound once: each call on the lazy proxy would resolve it again.
+        self._log: FilteringBoundLogger = structlog.get_logger(name).bind()
+
+    def write(  # noqa: PLR0913 - the line's fields
+        self,
+        *,
+        method: str,
+        route: str | None,
+        path: str,
+        status: int,
+        duration_ms: float,
+        client: str | None,
+    ) -> None:
+        """Write one access line."""
+        if self._writer is None or self._envelope is None:
+            self._log.info(
+                "request",
+                method=method,
+                route=route,
+                path=path,
+                status=status,
+                duration_ms=duration_ms,
+                client=client,
+            )
+            return
+        line: EventDict = {
+            "timestamp": datetime.now(UTC),
+            "level": "info",
+            "logger": self._name,
+            "event": "request",
+            "method": method,
+            "route": route,
+            "path": _redact_str(path),
+            "status": status,
+            "duration_ms": duration_ms,
+            "client": client,
+        }
+        request_id = request_id_var.get()
+        if request_id is not None:
+            line["request_id"] = request_id
+        for key, value in self._envelope.static:
+            line[key] = value
+        for processor in self._extra_processors:
+            line = cast("EventDict", processor(self._log, "info", line))
+        self._writer.write_line(orjson.dumps(line, option=_ORJSON_OPTIONS))
+
+    def flush(self) -> None:
+        """Write every queued line of the process now (call it before the loop stops)."""
+        if self._writer is not None:
+            self._writer.flush()
 
 
 def _orjson_str(
@@ -265,12 +343,12 @@ def configure_logging(  # noqa: PLR0913 - keyword-only, each one documented
     version: str,
     environment: str,
     extra_processors: Sequence[Processor] = (),
-) -> LineWriter:
-    """Configure structlog for the process; return the writer its lines go through.
+) -> AccessLog:
+    """Configure structlog for the process; return the access log that matches it.
 
     Call it once, early (the app factory does), before loggers are bound. Lines
-    reach stdout at the end of each event-loop iteration (see
-    :mod:`.output`); call the writer's ``flush()`` before the loop stops.
+    reach stdout at the end of each event-loop iteration (see :mod:`.output`);
+    call the access log's ``flush()`` before the loop stops.
 
     Args:
         level: Minimum level, e.g. ``"INFO"``. Calls below it cost ~0.1 µs.
@@ -301,7 +379,9 @@ def configure_logging(  # noqa: PLR0913 - keyword-only, each one documented
         logger_factory=LineLoggerFactory(writer),
         cache_logger_on_first_use=True,
     )
-    return writer
+    if not json:
+        return AccessLog(writer=writer)  # console lines go through structlog's renderer
+    return AccessLog(writer=writer, envelope=envelope, extra_processors=extra_processors)
 
 
 def stdlib_formatter(
