@@ -216,15 +216,22 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.drain = drain
     app.state.stats = stats
     install_problem_handlers(app)
-    add_routes(app, health.router)
+    # Requests are matched against the routes in order: the API's own first, then the
+    # probes, then the OpenAPI and docs pages that FastAPI registered at creation.
+    docs_routes = app.router.routes[:]
+    app.router.routes.clear()
 {%- if cookiecutter.include_example_api == "yes" %}
     add_routes(app, items_router)
 {%- endif %}
-
-    # Probes and scrapes are exempt from shedding and deadlines, and not traced or logged.
+    add_routes(app, health.router)
 {%- if cookiecutter.metrics == "prometheus" %}
     app.state.metrics = metrics
     add_routes(app, metrics_router)
+{%- endif %}
+    app.router.routes.extend(docs_routes)
+
+    # Probes and scrapes are exempt from shedding and deadlines, and not traced or logged.
+{%- if cookiecutter.metrics == "prometheus" %}
     exempt = HEALTH_PATHS | {METRICS_PATH}
 {%- else %}
     exempt = HEALTH_PATHS

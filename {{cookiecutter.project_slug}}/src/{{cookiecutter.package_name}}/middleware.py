@@ -59,15 +59,20 @@ class RequestHook(Protocol):
     def request_started(self, scope: Scope) -> object:
         """Called before the app runs; the result is handed to `request_finished`."""
 
-    def request_finished(
+    def request_finished(  # noqa: PLR0913, PLR0917 - called positionally on the hot path
         self,
         scope: Scope,
         started: object,
+        route: str | None,
         status: int,
         seconds: float,
         error: BaseException | None,
     ) -> None:
-        """Called once the response is sent (`status` 500 if the app failed)."""
+        """Called once the response is sent.
+
+        `route` is the route template (None if no route matched), `status` is 500
+        if the app failed, `error` what it raised.
+        """
 
 
 def _incoming_request_id(value: bytes) -> bytes | None:
@@ -197,6 +202,7 @@ class ServiceMiddleware:
         admitted = False
         error: Exception | None = None
         seconds = 0.0
+        route = None
         try:
             try:
                 if stats is not None and not stats.admit():
@@ -219,24 +225,27 @@ class ServiceMiddleware:
                     error = exc
                     await self._unhandled(scope, exc, send_with_request_id, responded=status != 0)
             seconds = perf_counter() - start
+            route = route_template(scope)
             # Not written for a cancelled request (client gone, server stopping).
             if not exempt or self._log_exempt:
-                self._access_line(scope, status or 500, seconds)
+                self._access_line(scope, route, status or 500, seconds)
         finally:
             status = status or 500  # cancelled, or no response at all
             if admitted:
                 stats.release(status)  # type: ignore[union-attr]
             if hooks:
-                seconds = seconds or perf_counter() - start
+                if not seconds:
+                    seconds = perf_counter() - start
+                    route = route_template(scope)
                 for hook, state in zip(self._reversed_hooks, reversed(started), strict=True):
-                    hook.request_finished(scope, state, status, seconds, error)
+                    hook.request_finished(scope, state, route, status, seconds, error)
             request_id_var.reset(token)
 
-    def _access_line(self, scope: Scope, status: int, seconds: float) -> None:
+    def _access_line(self, scope: Scope, route: str | None, status: int, seconds: float) -> None:
         client = scope.get("client")
         self._access_log.write(
             method=scope["method"],
-            route=route_template(scope),
+            route=route,
             path=scope["path"],
             status=status,
             duration_ms=round(seconds * 1000, 3),

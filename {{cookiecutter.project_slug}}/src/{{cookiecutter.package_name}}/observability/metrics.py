@@ -21,7 +21,6 @@ from prometheus_client import (
     multiprocess,
 )
 
-from {{ cookiecutter.package_name }}.middleware import route_template
 from {{ cookiecutter.package_name }}.resilience import CircuitState
 
 if TYPE_CHECKING:
@@ -113,12 +112,13 @@ class Metrics:
         self,
         scope: Scope,
         _started: object,
+        route: str | None,
         status: int,
         seconds: float,
         _error: BaseException | None,
     ) -> None:
         """Count and time one request by method, route template and status."""
-        template = route_template(scope) or _OTHER
+        template = route or _OTHER
         key = (scope["method"], template, status)
         children = self._children.get(key)
         if children is None:

@@ -27,8 +27,8 @@ hook adds none, so there is never more than one SERVER span per request.
 from __future__ import annotations
 
 import os
-from random import randbytes
-from typing import TYPE_CHECKING, Final, cast
+from random import getrandbits
+from typing import TYPE_CHECKING, Final
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.trace import (
@@ -40,8 +40,6 @@ from opentelemetry.trace import (
     TraceFlags,
     TraceState,
 )
-
-from {{ cookiecutter.package_name }}.middleware import route_template
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -74,7 +72,6 @@ _HEX_AND_DASH: Final = b"0123456789abcdef-"
 _DASH_COUNT: Final = 3
 _ZERO_TRACE_ID: Final = b"0" * 32
 _ZERO_SPAN_ID: Final = b"0" * 16
-_ZERO_IDS: Final = frozenset({"0" * 32, "0" * 16})
 _SAMPLED: Final = 0x01
 # Level 1 defines only the sampled flag; others "MUST" be set to zero.
 _FLAGS: Final = (TraceFlags(TraceFlags.DEFAULT), TraceFlags(TraceFlags.SAMPLED))
@@ -117,9 +114,9 @@ def _parse_traceparent(value: bytes) -> tuple[str, str, int] | None:
 def _random_hex(size: int) -> str:
     """Return a random id of ``size`` bytes as hex; all zeros is invalid."""
     # The SDK's default id generator uses the same source.
-    while (value := randbytes(size).hex()) in _ZERO_IDS:  # noqa: S311 - ids, not secrets
+    while not (value := getrandbits(size * 8)):
         pass
-    return value
+    return f"{value:0{size * 2}x}"
 
 
 class _RequestSpan(NonRecordingSpan):
@@ -206,6 +203,7 @@ class RequestTracing:
         self,
         scope: Scope,
         started: object,
+        route: str | None,
         status: int,
         _seconds: float,
         error: BaseException | None,
@@ -213,12 +211,13 @@ class RequestTracing:
         """End the recorded span (name, route, status, error) and restore the context."""
         if started is None:
             return
-        token, span = cast("tuple[Token[context.Context], trace.Span | None]", started)
+        token: Token[context.Context]
+        span: trace.Span | None
+        token, span = started  # type: ignore[misc]  # what request_started returned
         if span is not None:
             if error is not None:
                 # Answered 500 by the middleware; the exception goes on the span as an event.
                 span.record_exception(error)
-            route = route_template(scope)
             if route is not None:
                 span.update_name(f"{scope['method']} {route}")
                 span.set_attribute("http.route", route)
