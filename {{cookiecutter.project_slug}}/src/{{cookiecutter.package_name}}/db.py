@@ -8,7 +8,6 @@ around each use of a pooled connection, and turns "the database is not there" in
 from __future__ import annotations
 
 import asyncio
-from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
@@ -16,6 +15,7 @@ import orjson
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from contextlib import AbstractContextManager
     from types import TracebackType
 
     from asyncpg.pool import PoolConnectionProxy
@@ -143,14 +143,14 @@ class _GuardedConnection:
         self._database = database
         self._operation = operation
         self._guard = database.breaker.guard()
-        self._span: AbstractContextManager[object] = nullcontext()
+        self._span: AbstractContextManager[object] | None = None
         self._connection: Connection | None = None
 
     async def __aenter__(self) -> Connection:
         database = self._database
         if database._query_span is not None:  # noqa: SLF001 - same module
             self._span = database._query_span(self._operation)  # noqa: SLF001
-        self._span.__enter__()
+            self._span.__enter__()
         try:
             await self._guard.__aenter__()
             try:
@@ -162,7 +162,8 @@ class _GuardedConnection:
                 await self._guard.__aexit__(type(exc), exc, exc.__traceback__)
                 raise
         except BaseException as exc:
-            self._span.__exit__(type(exc), exc, exc.__traceback__)
+            if self._span is not None:
+                self._span.__exit__(type(exc), exc, exc.__traceback__)
             if is_unavailable(exc):
                 raise DatabaseUnavailableError(str(exc) or type(exc).__name__) from exc
             raise
@@ -182,6 +183,7 @@ class _GuardedConnection:
                 await self._database.pool.release(self._connection)
         finally:
             await self._guard.__aexit__(exc_type, exc, traceback)
-            self._span.__exit__(exc_type, exc, traceback)
+            if self._span is not None:
+                self._span.__exit__(exc_type, exc, traceback)
         if exc is not None and is_unavailable(exc):
             raise DatabaseUnavailableError(str(exc) or type(exc).__name__) from exc
