@@ -216,14 +216,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.drain = drain
     app.state.stats = stats
     install_problem_handlers(app)
-    # Requests are matched against the routes in order: the API's own first, then the
-    # probes, then the OpenAPI and docs pages that FastAPI registered at creation.
+    # Requests are matched against the routes in order: the probes (three exact paths,
+    # cheap to rule out) and the API first, the OpenAPI and docs pages that FastAPI
+    # registered at creation last.
     docs_routes = app.router.routes[:]
     app.router.routes.clear()
+    add_routes(app, health.router)
 {%- if cookiecutter.include_example_api == "yes" %}
     add_routes(app, items_router)
 {%- endif %}
-    add_routes(app, health.router)
 {%- if cookiecutter.metrics == "prometheus" %}
     app.state.metrics = metrics
     add_routes(app, metrics_router)

@@ -137,12 +137,12 @@ class _GuardedConnection:
     based context manager costs several times more.
     """
 
-    __slots__ = ("_connection", "_database", "_guard", "_operation", "_span")
+    __slots__ = ("_admitted", "_connection", "_database", "_operation", "_span")
 
     def __init__(self, database: Database, operation: str) -> None:
         self._database = database
         self._operation = operation
-        self._guard = database.breaker.guard()
+        self._admitted = (0, 0.0)
         self._span: AbstractContextManager[object] | None = None
         self._connection: Connection | None = None
 
@@ -152,14 +152,14 @@ class _GuardedConnection:
             self._span = database._query_span(self._operation)  # noqa: SLF001
             self._span.__enter__()
         try:
-            await self._guard.__aenter__()
+            self._admitted = database.breaker.admit()
             try:
                 # Not acquire(timeout=...): asyncpg implements that with wait_for, a
                 # task per acquire and per release.
                 async with database._deadlines.within(database._acquire_timeout):  # noqa: SLF001
                     connection = await database.pool.acquire()
             except BaseException as exc:
-                await self._guard.__aexit__(type(exc), exc, exc.__traceback__)
+                database.breaker.settle(self._admitted, exc)
                 raise
         except BaseException as exc:
             if self._span is not None:
@@ -182,7 +182,7 @@ class _GuardedConnection:
                 # interrupted), so the next borrower gets it clean.
                 await self._database.pool.release(self._connection)
         finally:
-            await self._guard.__aexit__(exc_type, exc, traceback)
+            self._database.breaker.settle(self._admitted, exc)
             if self._span is not None:
                 self._span.__exit__(exc_type, exc, traceback)
         if exc is not None and is_unavailable(exc):

@@ -45,7 +45,9 @@ class Deadline:
             raise RuntimeError(msg)
         self._task = task
         self._cancelling = task.cancelling()
-        self._deadlines._add(self)  # noqa: SLF001 - the two classes are one mechanism
+        loop = task.get_loop()
+        self.when = loop.time() + self.seconds
+        self._deadlines._add(self, loop)  # noqa: SLF001 - the two classes are one mechanism
         return self
 
     async def __aexit__(
@@ -91,9 +93,7 @@ class Deadlines:
         """How many deadlines are running."""
         return len(self._running)
 
-    def _add(self, deadline: Deadline) -> None:
-        loop = asyncio.get_running_loop()
-        deadline.when = loop.time() + deadline.seconds
+    def _add(self, deadline: Deadline, loop: asyncio.AbstractEventLoop) -> None:
         self._running.add(deadline)
         # A timer left on a closed loop (tests run several) must not stop this one.
         if self._timer is None or self._loop is not loop:

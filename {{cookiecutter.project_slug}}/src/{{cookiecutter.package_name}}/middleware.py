@@ -23,7 +23,7 @@ own modules; this one only sequences them:
 
 from __future__ import annotations
 
-from random import randbytes
+from random import getrandbits
 from time import perf_counter
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -86,16 +86,18 @@ def _incoming_request_id(value: bytes) -> bytes | None:
     return None
 
 
-def _request_id(headers: Sequence[tuple[bytes, bytes]]) -> bytes:
+def _request_id(headers: Sequence[tuple[bytes, bytes]]) -> tuple[str, bytes]:
+    """The request id, as text and as header value."""
     for name, value in headers:
         if name == _HEADER_NAME:
             incoming = _incoming_request_id(value)
             if incoming is not None:
-                return incoming
+                return incoming.decode("ascii"), incoming
             break
     # 0.2 µs, against 1.9 µs for uuid4().hex and a system call for os.urandom.
     # Unique, not secret: never use it as a credential.
-    return randbytes(16).hex().encode("ascii")  # noqa: S311 - an id, not a secret
+    generated = f"{getrandbits(128):032x}"
+    return generated, generated.encode("ascii")
 
 
 def route_template(scope: Scope) -> str | None:
@@ -180,8 +182,29 @@ class ServiceMiddleware:
             await self._app(scope, receive, send)
             return
         exempt = scope["path"] in self._exempt_paths
+        request_id, header_value = _request_id(scope["headers"])
+        header = (_HEADER_NAME, header_value)
+        token = request_id_var.set(request_id)
+        if exempt and not self._log_exempt:
+            # Probes and scrapes: the request id and the last resort, nothing else.
+            responded = False
+
+            async def send_probe_response(message: Message) -> None:
+                nonlocal responded
+                if message["type"] == "http.response.start":
+                    responded = True
+                    message["headers"] = [*message.get("headers", ()), header]
+                await send(message)
+
+            try:
+                await self._app(scope, receive, send_probe_response)
+            except Exception as exc:  # noqa: BLE001 - last resort, as below
+                await self._unhandled(scope, exc, send_probe_response, responded=responded)
+            finally:
+                request_id_var.reset(token)
+            return
+
         start = perf_counter()
-        header = (_HEADER_NAME, _request_id(scope["headers"]))
         status = 0
 
         async def send_with_request_id(message: Message) -> None:
@@ -192,7 +215,6 @@ class ServiceMiddleware:
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
-        token = request_id_var.set(header[1].decode("ascii"))
         hooks = () if exempt else self._hooks
         started = [hook.request_started(scope) for hook in hooks]
         stats = None if exempt else self._stats

@@ -242,8 +242,12 @@ class CircuitBreaker:
         async with _Guard(self):
             return await fn(*args, **kwargs)
 
-    def _admit(self) -> tuple[int, float]:
-        """Admit a call or raise `CircuitOpenError`; return its generation and start time."""
+    def admit(self) -> tuple[int, float]:
+        """Admit a call or raise `CircuitOpenError`; pass the result to `settle`.
+
+        For callers that hold a call open across awaits themselves (the database's
+        guarded connection); everyone else uses `guard()` or `call()`.
+        """
         if self._state is not _CLOSED:
             self._admit_trial(self._clock())
         return self._generation, self._clock() if self._slow_after is not None else 0.0
@@ -262,8 +266,9 @@ class CircuitBreaker:
         self._trials_admitted += 1
         self._trials_running += 1
 
-    def _settle(self, generation: int, started: float, exc: BaseException | None) -> None:
-        """Record the outcome of a call admitted in ``generation``."""
+    def settle(self, admitted: tuple[int, float], exc: BaseException | None) -> None:
+        """Record the outcome of a call that `admit` let through (`exc` None if it succeeded)."""
+        generation, started = admitted
         if generation != self._generation:
             # Admitted under an earlier state: its outcome says nothing about this one.
             return
@@ -392,19 +397,17 @@ def _rates_exceeded(config: BreakerConfig, failures: int, slow_calls: int, calls
 class _Guard:
     """One protected call: admission on enter, outcome on exit.
 
-    Part of the breaker's own machinery, hence the access to its private methods; a
-    plain class with slots is cheaper than ``@asynccontextmanager`` on this hot path.
+    A plain class with slots is cheaper than ``@asynccontextmanager`` on this hot path.
     """
 
-    __slots__ = ("_breaker", "_generation", "_started")
+    __slots__ = ("_admitted", "_breaker")
 
     def __init__(self, breaker: CircuitBreaker) -> None:
         self._breaker = breaker
-        self._generation = 0
-        self._started = 0.0
+        self._admitted = (0, 0.0)
 
     async def __aenter__(self) -> None:
-        self._generation, self._started = self._breaker._admit()  # noqa: SLF001 - part of the breaker
+        self._admitted = self._breaker.admit()
 
     async def __aexit__(
         self,
@@ -412,4 +415,4 @@ class _Guard:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._breaker._settle(self._generation, self._started, exc)  # noqa: SLF001
+        self._breaker.settle(self._admitted, exc)
