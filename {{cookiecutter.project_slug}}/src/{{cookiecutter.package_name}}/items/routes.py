@@ -1,4 +1,4 @@
-"""HTTP routes of the items API: create, read, page, update, delete."""
+"""HTTP routes of the items API: read, page, create, update, delete."""
 
 from __future__ import annotations
 
@@ -44,16 +44,12 @@ def _taken(name: str, request: Request) -> Response:
     return problem(409, f"an item named {name!r} exists already", instance=request.url.path)
 
 
-@router.post("", status_code=201, response_model=Item, responses=_CONFLICT)
-async def create_item(body: ItemCreate, request: Request) -> Response:
-    """Create an item; 409 when the name is taken."""
-    try:
-        row = await items_of(request).create(body)
-    except DuplicateItemError:
-        return _taken(body.name, request)
-    response = _json(row, 201)
-    response.headers["Location"] = f"{request.url.path}/{row['id']}"
-    return response
+# Declared in the order requests are matched: reads, the most frequent, first.
+@router.get("/{item_id}", response_model=Item, responses=_NOT_FOUND)
+async def get_item(item_id: int, request: Request) -> Response:
+    """One item by id."""
+    row = await items_of(request).get(item_id)
+    return _json(row) if row is not None else _missing(item_id, request)
 
 
 @router.get("", response_model=ItemPage)
@@ -68,11 +64,16 @@ async def list_items(
     return _json({"items": rows, "next_after": next_after})
 
 
-@router.get("/{item_id}", response_model=Item, responses=_NOT_FOUND)
-async def get_item(item_id: int, request: Request) -> Response:
-    """One item by id."""
-    row = await items_of(request).get(item_id)
-    return _json(row) if row is not None else _missing(item_id, request)
+@router.post("", status_code=201, response_model=Item, responses=_CONFLICT)
+async def create_item(body: ItemCreate, request: Request) -> Response:
+    """Create an item; 409 when the name is taken."""
+    try:
+        row = await items_of(request).create(body)
+    except DuplicateItemError:
+        return _taken(body.name, request)
+    response = _json(row, 201)
+    response.headers["Location"] = f"{request.url.path}/{row['id']}"
+    return response
 
 
 @router.patch("/{item_id}", response_model=Item, responses=_NOT_FOUND | _CONFLICT)

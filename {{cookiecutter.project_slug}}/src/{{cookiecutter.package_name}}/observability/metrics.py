@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -20,6 +20,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from starlette.routing import Route
 
 from {{ cookiecutter.package_name }}.resilience import CircuitState
 
@@ -36,8 +37,6 @@ _STATE_VALUE = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.
 # Requests without an API route (404s, the docs pages) share one label, so that
 # scanners probing random paths cannot explode the number of series.
 _OTHER = "other"
-
-router = APIRouter(include_in_schema=False)
 
 
 class Metrics:
@@ -155,8 +154,11 @@ class Metrics:
         return generate_latest(registry)
 
 
-@router.get(METRICS_PATH)
 async def metrics_endpoint(request: Request) -> Response:
     """Prometheus scrape endpoint."""
     metrics: Metrics = request.app.state.metrics
     return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+# A plain Starlette route, like the probes: a scrape needs no FastAPI parameter handling.
+routes = [Route(METRICS_PATH, metrics_endpoint, methods=["GET"], include_in_schema=False)]

@@ -119,6 +119,15 @@ def _random_hex(size: int) -> str:
     return f"{value:0{size * 2}x}"
 
 
+def _new_trace_ids() -> tuple[str, str]:
+    """Return a new trace id (16 bytes) and span id (8 bytes) as hex, from one draw."""
+    ids = _random_hex(24)
+    trace_id, span_id = ids[:32], ids[32:]
+    if trace_id.strip("0") and span_id.strip("0"):
+        return trace_id, span_id
+    return _random_hex(16), _random_hex(8)  # one id all zeros: once in 2**64 draws
+
+
 class _RequestSpan(NonRecordingSpan):
     """The request's span when nothing is recorded: ids only, kept as hex.
 
@@ -188,9 +197,7 @@ class RequestTracing:
             if parent is None:
                 # Not sampled: nothing is recorded here, so downstream services
                 # decide for themselves (the Level 1 default for a new trace).
-                span: trace.Span = _RequestSpan(
-                    _random_hex(16), _random_hex(8), 0, _EMPTY_TRACE_STATE
-                )
+                span: trace.Span = _RequestSpan(*_new_trace_ids(), 0, _EMPTY_TRACE_STATE)
             else:
                 trace_id, _, sampled, trace_state = parent
                 span = _RequestSpan(trace_id, _random_hex(8), sampled, trace_state)
