@@ -39,15 +39,11 @@ class Deadline:
 
     async def __aenter__(self) -> Self:
         """Start the clock for the current task."""
-        task = asyncio.current_task()
-        if task is None:
-            msg = "a deadline must be entered inside a task"
-            raise RuntimeError(msg)
+        task = self._deadlines._current_task()  # noqa: SLF001 - the two classes are one mechanism
         self._task = task
         self._cancelling = task.cancelling()
-        loop = task.get_loop()
-        self.when = loop.time() + self.seconds
-        self._deadlines._add(self, loop)  # noqa: SLF001 - the two classes are one mechanism
+        self.when = task.get_loop().time() + self.seconds
+        self._deadlines._add(self)  # noqa: SLF001
         return self
 
     async def __aexit__(
@@ -74,7 +70,10 @@ class Deadline:
 
 
 class Deadlines:
-    """The running deadlines of one event loop, checked every `resolution` seconds."""
+    """The running deadlines of one event loop, checked every `resolution` seconds.
+
+    One per event loop (the app factory makes one per app): it remembers the loop.
+    """
 
     __slots__ = ("_loop", "_resolution", "_running", "_timer")
 
@@ -93,12 +92,24 @@ class Deadlines:
         """How many deadlines are running."""
         return len(self._running)
 
-    def _add(self, deadline: Deadline, loop: asyncio.AbstractEventLoop) -> None:
+    def _current_task(self) -> asyncio.Task[object]:
+        # current_task(loop) with the loop known: without it, Python 3.11 looks the
+        # running loop up, with a getpid() system call each time.
+        loop = self._loop
+        task = asyncio.current_task(loop) if loop is not None else None
+        if task is None:  # first use, or a new loop (tests run several)
+            self._loop = loop = asyncio.get_running_loop()
+            self._timer = None
+            task = asyncio.current_task(loop)
+            if task is None:
+                msg = "a deadline must be entered inside a task"
+                raise RuntimeError(msg)
+        return task
+
+    def _add(self, deadline: Deadline) -> None:
         self._running.add(deadline)
-        # A timer left on a closed loop (tests run several) must not stop this one.
-        if self._timer is None or self._loop is not loop:
-            self._loop = loop
-            self._timer = loop.call_later(self._resolution, self._check)
+        if self._timer is None and self._loop is not None:
+            self._timer = self._loop.call_later(self._resolution, self._check)
 
     def _check(self) -> None:
         running = self._running

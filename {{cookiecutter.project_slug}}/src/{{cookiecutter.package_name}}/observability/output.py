@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import threading
+from threading import get_ident
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -30,33 +31,41 @@ _MAX_BUFFER: Final = 64 * 1024
 class LineWriter:
     """Newline-terminated lines for a binary stream, written at the end of each loop iteration."""
 
-    __slots__ = ("_buffer", "_lock", "_pending", "_stream")
+    __slots__ = ("_buffer", "_lock", "_pending", "_pending_thread", "_stream")
 
     def __init__(self, stream: BinaryIO) -> None:
         """Write to `stream` (e.g. ``sys.stdout.buffer``); flushed at interpreter exit too."""
         self._stream = stream
         self._buffer = bytearray()
         self._lock = threading.Lock()
-        # The loop that has a flush scheduled, if any.
+        # The loop that has a flush scheduled, if any, and its thread.
         self._pending: asyncio.AbstractEventLoop | None = None
+        self._pending_thread = 0
         atexit.register(self.flush)
 
     def write_line(self, line: bytes) -> None:
         """Queue `line` (without its newline) for the end of this loop iteration."""
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
         with self._lock:
             self._buffer += line
             self._buffer += b"\n"
-            if loop is not None and self._pending is loop and len(self._buffer) < _MAX_BUFFER:
-                return
+            pending = self._pending
+            if (
+                pending is not None
+                and self._pending_thread == get_ident()
+                and pending.is_running()
+                and len(self._buffer) < _MAX_BUFFER
+            ):
+                return  # this thread's loop writes it at the end of the iteration
+            # Only now look the loop up: on Python 3.11 that costs a getpid() call.
+            try:
+                loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
             if loop is None or len(self._buffer) >= _MAX_BUFFER:
                 self._write_locked()
                 return
-            # A flush pending on another loop (a test's, closed since) may never run.
             self._pending = loop
+            self._pending_thread = get_ident()
         loop.call_soon(self.flush)
 
     def flush(self) -> None:
