@@ -147,7 +147,9 @@ class Project:
         )
         paths = set()
         for literal, name in re.findall(
-            r"@\w+\.(?:get|api_route)\(\s*(?:[\"']([^\"']*)[\"']|([A-Za-z_]\w*))", source
+            # FastAPI decorators (@router.get(PATH)) or Starlette routes (Route(PATH, ...)).
+            r"(?:@\w+\.(?:get|api_route)|\bRoute)\(\s*(?:[\"']([^\"']*)[\"']|([A-Za-z_]\w*))",
+            source,
         ):
             paths.add(prefix + (literal if not name else constants[name]))
         return paths
