@@ -15,6 +15,7 @@ else cancelled the task as well.
 from __future__ import annotations
 
 import asyncio
+from time import monotonic
 from typing import TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
@@ -39,11 +40,19 @@ class Deadline:
 
     async def __aenter__(self) -> Self:
         """Start the clock for the current task."""
-        task = self._deadlines._current_task()  # noqa: SLF001 - the two classes are one mechanism
+        deadlines = self._deadlines
+        # current_task(loop) with the loop known: without it, Python 3.11 looks the
+        # running loop up, with a getpid() system call each time.
+        loop = deadlines._loop  # noqa: SLF001 - the two classes are one mechanism
+        task = asyncio.current_task(loop) if loop is not None else None
+        if task is None:  # first use, or a new loop (tests run several)
+            task = deadlines._bind_running_loop()  # noqa: SLF001
         self._task = task
         self._cancelling = task.cancelling()
-        self.when = task.get_loop().time() + self.seconds
-        self._deadlines._add(self)  # noqa: SLF001
+        self.when = monotonic() + self.seconds
+        deadlines._running.add(self)  # noqa: SLF001
+        if deadlines._timer is None:  # noqa: SLF001
+            deadlines._arm()  # noqa: SLF001
         return self
 
     async def __aexit__(
@@ -92,23 +101,18 @@ class Deadlines:
         """How many deadlines are running."""
         return len(self._running)
 
-    def _current_task(self) -> asyncio.Task[object]:
-        # current_task(loop) with the loop known: without it, Python 3.11 looks the
-        # running loop up, with a getpid() system call each time.
-        loop = self._loop
-        task = asyncio.current_task(loop) if loop is not None else None
-        if task is None:  # first use, or a new loop (tests run several)
-            self._loop = loop = asyncio.get_running_loop()
-            self._timer = None
-            task = asyncio.current_task(loop)
-            if task is None:
-                msg = "a deadline must be entered inside a task"
-                raise RuntimeError(msg)
+    def _bind_running_loop(self) -> asyncio.Task[object]:
+        """Adopt the running loop; return the current task."""
+        self._loop = loop = asyncio.get_running_loop()
+        self._timer = None  # a timer on the previous loop no longer runs
+        task = asyncio.current_task(loop)
+        if task is None:
+            msg = "a deadline must be entered inside a task"
+            raise RuntimeError(msg)
         return task
 
-    def _add(self, deadline: Deadline) -> None:
-        self._running.add(deadline)
-        if self._timer is None and self._loop is not None:
+    def _arm(self) -> None:
+        if self._loop is not None:
             self._timer = self._loop.call_later(self._resolution, self._check)
 
     def _check(self) -> None:
@@ -117,7 +121,7 @@ class Deadlines:
         if not running or loop is None:
             self._timer = None  # idle: no timer until the next deadline starts
             return
-        now = loop.time()
+        now = monotonic()
         for deadline in [d for d in running if d.when <= now and not d.expired]:
             deadline._expire()  # noqa: SLF001
         self._timer = loop.call_later(self._resolution, self._check)

@@ -73,6 +73,7 @@ _DASH_COUNT: Final = 3
 _ZERO_TRACE_ID: Final = b"0" * 32
 _ZERO_SPAN_ID: Final = b"0" * 16
 _SAMPLED: Final = 0x01
+_SPAN_ID_MASK: Final = (1 << 64) - 1
 # Level 1 defines only the sampled flag; others "MUST" be set to zero.
 _FLAGS: Final = (TraceFlags(TraceFlags.DEFAULT), TraceFlags(TraceFlags.SAMPLED))
 _EMPTY_TRACE_STATE: Final = TraceState()
@@ -121,10 +122,10 @@ def _random_hex(size: int) -> str:
 
 def _new_trace_ids() -> tuple[str, str]:
     """Return a new trace id (16 bytes) and span id (8 bytes) as hex, from one draw."""
-    ids = _random_hex(24)
-    trace_id, span_id = ids[:32], ids[32:]
-    if trace_id.strip("0") and span_id.strip("0"):
-        return trace_id, span_id
+    bits = getrandbits(192)
+    trace_id, span_id = bits >> 64, bits & _SPAN_ID_MASK
+    if trace_id and span_id:
+        return f"{trace_id:032x}", f"{span_id:016x}"
     return _random_hex(16), _random_hex(8)  # one id all zeros: once in 2**64 draws
 
 
@@ -137,7 +138,8 @@ class _RequestSpan(NonRecordingSpan):
     """
 
     def __init__(self, trace_id: str, span_id: str, sampled: int, trace_state: TraceState) -> None:
-        super().__init__(INVALID_SPAN_CONTEXT)
+        # NonRecordingSpan.__init__ only stores the context, which is built lazily here.
+        self._context = INVALID_SPAN_CONTEXT
         self.trace_id = trace_id
         self.span_id = span_id
         self._sampled = sampled
