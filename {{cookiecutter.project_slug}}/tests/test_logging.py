@@ -460,6 +460,22 @@ def test_access_log_writes_the_line_structlog_would(
     assert fast["path"] == "/items/postgresql://u:***@h/db"
 
 
+def test_access_lines_follow_the_log_level(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    access_log = obs_logging.configure_logging(
+        level="WARNING", json=True, service="s", version="1", environment="test"
+    )
+    try:
+        access_log.write(
+            method="GET", route="/", path="/", status=200, duration_ms=1.0, client=None
+        )
+        structlog.get_logger("probe").warning("still_written")
+        access_log.flush()
+    finally:
+        structlog.reset_defaults()
+    events = [json.loads(line)["event"] for line in capsysbinary.readouterr().out.splitlines()]
+    assert events == ["still_written"]
+
+
 class TestRedaction:
     """The redaction processor on its own."""
 

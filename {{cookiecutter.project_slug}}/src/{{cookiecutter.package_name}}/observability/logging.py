@@ -379,8 +379,10 @@ def configure_logging(  # noqa: PLR0913 - keyword-only, each one documented
         logger_factory=LineLoggerFactory(writer),
         cache_logger_on_first_use=True,
     )
-    if not json:
-        return AccessLog(writer=writer)  # console lines go through structlog's renderer
+    if not json or _level_number(level) > logging.INFO:
+        # Console lines go through structlog's renderer; above INFO, its level filter
+        # drops the access line.
+        return AccessLog(writer=writer)
     return AccessLog(writer=writer, envelope=envelope, extra_processors=extra_processors)
 
 
