@@ -1,4 +1,4 @@
-"""Log output: lines queued during an event-loop iteration are written together."""
+"""Log output: lines queued inside an event loop are written together, in batches."""
 
 from __future__ import annotations
 
@@ -21,27 +21,41 @@ class CountingStream(io.BytesIO):
         return super().write(data)  # type: ignore[arg-type]
 
 
-async def test_lines_of_one_iteration_share_one_write() -> None:
+INTERVAL = 0.02
+
+
+async def test_lines_within_the_interval_share_one_write() -> None:
     stream = CountingStream()
-    writer = LineWriter(stream)
-    for number in range(3):
-        writer.write_line(b"line %d" % number)
-    assert stream.getvalue() == b""  # nothing before the end of this iteration
+    writer = LineWriter(stream, interval=INTERVAL)
+    writer.write_line(b"line 0")
     await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    writer.write_line(b"line 1")
+    writer.write_line(b"line 2")
+    assert stream.getvalue() == b""  # nothing before the interval is up
+    await asyncio.sleep(INTERVAL * 3)
     assert stream.getvalue() == b"line 0\nline 1\nline 2\n"
     assert stream.writes == 1
 
 
-async def test_the_next_iteration_gets_its_own_write() -> None:
+async def test_the_next_batch_gets_its_own_write() -> None:
     stream = CountingStream()
-    writer = LineWriter(stream)
+    writer = LineWriter(stream, interval=INTERVAL)
     writer.write_line(b"first")
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(INTERVAL * 3)
     writer.write_line(b"second")
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(INTERVAL * 3)
     assert stream.getvalue() == b"first\nsecond\n"
     assert stream.writes == 2
+
+
+async def test_a_full_buffer_is_written_at_once() -> None:
+    stream = CountingStream()
+    writer = LineWriter(stream, interval=60.0)
+    line = b"x" * 1023
+    for _ in range(64):
+        writer.write_line(line)
+    assert stream.writes == 1  # 64 KiB reached: no waiting for the interval
+    assert len(stream.getvalue()) == 64 * 1024
 
 
 def test_outside_a_loop_every_line_is_written_at_once() -> None:

@@ -208,7 +208,7 @@ def create_app(settings: Settings) -> FastAPI:
                 tracer_provider.shutdown()
 {%- endif %}
             log.info("stopped")
-            access_log.flush()  # the loop may stop before the end of this iteration
+            access_log.flush()  # queued lines: the loop stops before their batch is due
 
     app = FastAPI(
         title={{ cookiecutter.project_name | pystr }},

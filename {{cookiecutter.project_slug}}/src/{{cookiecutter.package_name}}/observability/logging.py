@@ -347,7 +347,7 @@ def configure_logging(  # noqa: PLR0913 - keyword-only, each one documented
     """Configure structlog for the process; return the access log that matches it.
 
     Call it once, early (the app factory does), before loggers are bound. Lines
-    reach stdout at the end of each event-loop iteration (see :mod:`.output`);
+    reach stdout in batches, at most 50 ms late (see :mod:`.output`);
     call the access log's ``flush()`` before the loop stops.
 
     Args:
@@ -374,7 +374,7 @@ def configure_logging(  # noqa: PLR0913 - keyword-only, each one documented
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_level_number(level)),
         context_class=dict,
-        # Bytes straight to sys.stdout.buffer, one write per loop iteration: no
+        # Bytes straight to sys.stdout.buffer, one write per batch of lines: no
         # stdlib logging machinery on the hot path.
         logger_factory=LineLoggerFactory(writer),
         cache_logger_on_first_use=True,
