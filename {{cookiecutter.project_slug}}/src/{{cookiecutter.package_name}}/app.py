@@ -80,7 +80,8 @@ def add_routes(app: FastAPI, routes: Iterable[BaseRoute]) -> None:
 
     `app.include_router` makes FastAPI resolve the router lazily, matching every
     request a second time inside it (~8 µs a request); the same routes added to the
-    app are matched once. Routers with dependencies of their own need `include_router`.
+    app are matched once. What only `include_router` applies (its own prefix, tags
+    and dependencies arguments, a router's lifespan) needs `include_router`.
     """
     app.router.routes.extend(routes)
 

@@ -241,7 +241,7 @@ async def report(request: Request) -> Response:
 
 
 # Plain Starlette routes: probes need none of FastAPI's parameter handling, and every
-# API request is matched against them first, which costs a third of an API route's match.
+# API request is matched against them first, which is cheaper than against API routes.
 routes = [
     Route(LIVE_PATH, live, methods=["GET"], include_in_schema=False),
     Route(READY_PATH, ready, methods=["GET"], include_in_schema=False),
