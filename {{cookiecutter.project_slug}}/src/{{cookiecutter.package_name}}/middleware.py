@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 import structlog
 
 from {{ cookiecutter.package_name }}.observability.logging import AccessLog, request_id_var
-from {{ cookiecutter.package_name }}.problems import send_problem
+from {{ cookiecutter.package_name }}.problems import retry_after, send_problem
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -45,12 +45,11 @@ __all__ = ["REQUEST_ID_HEADER", "RequestHook", "ServiceMiddleware", "route_templ
 
 REQUEST_ID_HEADER: Final = "X-Request-ID"
 
-_HEADER_NAME: Final = b"x-request-id"
+_HEADER_NAME: Final = REQUEST_ID_HEADER.lower().encode("ascii")
 _MAX_REQUEST_ID_LENGTH: Final = 128
 # Letters and digits plus ". _ : -": enough for UUIDs, ULIDs and most vendor
 # ids, and nothing that could break a log line or a header.
 _REQUEST_ID_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
-_RETRY_AFTER: Final = {"Retry-After": "1"}
 
 
 class RequestHook(Protocol):
@@ -184,27 +183,6 @@ class ServiceMiddleware:
         exempt = scope["path"] in self._exempt_paths
         request_id, header_value = _request_id(scope["headers"])
         header = (_HEADER_NAME, header_value)
-        token = request_id_var.set(request_id)
-        if exempt and not self._log_exempt:
-            # Probes and scrapes: the request id and the last resort, nothing else.
-            responded = False
-
-            async def send_probe_response(message: Message) -> None:
-                nonlocal responded
-                if message["type"] == "http.response.start":
-                    responded = True
-                    message["headers"] = [*message.get("headers", ()), header]
-                await send(message)
-
-            try:
-                await self._app(scope, receive, send_probe_response)
-            except Exception as exc:  # noqa: BLE001 - last resort, as below
-                await self._unhandled(scope, exc, send_probe_response, responded=responded)
-            finally:
-                request_id_var.reset(token)
-            return
-
-        start = perf_counter()
         status = 0
 
         async def send_with_request_id(message: Message) -> None:
@@ -215,6 +193,18 @@ class ServiceMiddleware:
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
+        token = request_id_var.set(request_id)
+        if exempt and not self._log_exempt:
+            # Probes and scrapes: the request id and the last resort, nothing else.
+            try:
+                await self._app(scope, receive, send_with_request_id)
+            except Exception as exc:  # noqa: BLE001 - last resort, as below
+                await self._unhandled(scope, exc, send_with_request_id, responded=status != 0)
+            finally:
+                request_id_var.reset(token)
+            return
+
+        start = perf_counter()
         hooks = () if exempt else self._hooks
         started = [hook.request_started(scope) for hook in hooks]
         stats = None if exempt else self._stats
@@ -277,7 +267,7 @@ class ServiceMiddleware:
     async def _shed(self, send: Send) -> None:
         if self._on_shed is not None:
             self._on_shed()
-        await send_problem(send, 503, "too many requests in flight", headers=_RETRY_AFTER)
+        await send_problem(send, 503, "too many requests in flight", headers=retry_after(1))
 
     async def _unhandled(
         self, scope: Scope, exc: Exception, send: Send, *, responded: bool

@@ -208,7 +208,8 @@ class AccessLog:
     itself: the fields, their order and their redaction are those of a structlog
     line through the configured processors, at about a third of the cost, which
     the access line can afford to skip because the middleware controls every
-    field. Made without a writer (console mode, tests), it logs through structlog.
+    field. Made without an envelope (console mode, levels above INFO, tests), it
+    logs through structlog.
     """
 
     __slots__ = ("_envelope", "_extra_processors", "_log", "_name", "_writer")
