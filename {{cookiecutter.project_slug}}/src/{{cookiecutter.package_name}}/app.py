@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
 
 import structlog
 from fastapi import FastAPI
 
 from {{ cookiecutter.package_name }} import __version__, health
-from {{ cookiecutter.package_name }}.db import Database, close_pool, create_pool, is_unavailable
+from {{ cookiecutter.package_name }}.db import open_database
 from {{ cookiecutter.package_name }}.deadline import Deadlines
 from {{ cookiecutter.package_name }}.health import HEALTH_PATHS, Health
-from {{ cookiecutter.package_name }}.http_client import build_outbound_client
+from {{ cookiecutter.package_name }}.http_client import open_outbound_client
 {%- if cookiecutter.include_example_api == "yes" %}
 from {{ cookiecutter.package_name }}.items.routes import router as items_router
 {%- endif %}
@@ -44,8 +44,7 @@ from {{ cookiecutter.package_name }}.observability.tracing import (
 )
 {%- endif %}
 from {{ cookiecutter.package_name }}.problems import install_problem_handlers
-from {{ cookiecutter.package_name }}.resilience import BreakerConfig, CircuitBreaker, CircuitState
-from {{ cookiecutter.package_name }}.settings import BreakerSettings, Settings, load_settings
+from {{ cookiecutter.package_name }}.settings import Settings, load_settings
 from {{ cookiecutter.package_name }}.shedding import RequestStats
 
 if TYPE_CHECKING:
@@ -54,25 +53,12 @@ if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
     from {{ cookiecutter.package_name }}.observability.logging import AccessLog
+    from {{ cookiecutter.package_name }}.resilience import CircuitBreaker, CircuitState
 
 log = structlog.get_logger(__name__)
 
 # Allocations before a young collection, and the two generations' ratios (default 700, 10, 10).
 GC_THRESHOLDS = (10_000, 20, 20)
-
-
-def breaker_config(settings: BreakerSettings) -> BreakerConfig:
-    """Translate breaker settings into the breaker's own configuration."""
-    return BreakerConfig(
-        failure_rate_threshold=settings.failure_rate_threshold,
-        sliding_window_size=settings.sliding_window_size,
-        minimum_calls=settings.minimum_calls,
-        consecutive_failures=settings.consecutive_failures,
-        slow_call_duration=settings.slow_call_seconds,
-        wait_in_open=settings.wait_in_open_seconds,
-        permitted_calls_in_half_open=settings.half_open_calls,
-        max_wait_in_half_open=settings.max_wait_in_half_open_seconds,
-    )
 
 
 def add_routes(app: FastAPI, routes: Iterable[BaseRoute]) -> None:
@@ -135,81 +121,68 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.migrate_on_startup:
             applied = await run_migrations(settings.dsn)
             log.info("migrations_applied", versions=applied)
-        pool = await create_pool(settings.dsn, settings.db, application_name=settings.service_name)
-        db_breaker = CircuitBreaker(
-            "database",
-            breaker_config(settings.db.breaker),
-            is_failure=is_unavailable,
-            on_state_change=breaker_changed,
-        )
-        app.state.db = Database(
-            pool,
-            db_breaker,
-            acquire_timeout=settings.db.acquire_timeout,
-            deadlines=deadlines,
-{%- if cookiecutter.tracing == "opentelemetry" %}
-            query_span=query_span if tracer_provider is not None else None,
-{%- endif %}
-        )
-        http_client = build_outbound_client(
-            connect_timeout=settings.http_client.connect_timeout,
-            read_timeout=settings.http_client.read_timeout,
-            total_timeout=settings.http_client.total_timeout,
-            max_connections=settings.http_client.max_connections,
-            breaker_config=breaker_config(settings.http_client.breaker),
-            on_state_change=breaker_changed,
-{%- if cookiecutter.tracing == "opentelemetry" %}
-            event_hooks={"request": [inject_trace_headers], "response": [end_client_span]},
-{%- endif %}
-        )
-        app.state.http_client = http_client
-
-        def breakers() -> list[CircuitBreaker]:
-            return [db_breaker, *http_client.breakers.values()]
-{% if cookiecutter.metrics == "prometheus" %}
-        def sampled(lag: float) -> None:
-            metrics.loop_lag.observe(lag)
-            metrics.sample(pool, breakers(), stats.in_flight)
-
-        loop_monitor = LoopLagMonitor(on_sample=sampled)
-{%- else %}
-        loop_monitor = LoopLagMonitor()
-{%- endif %}
-        app.state.health = Health(
-            db=app.state.db,
-            drain=drain,
-            stats=stats,
-            loop_monitor=loop_monitor,
-            breakers=breakers,
-            max_in_flight=settings.limits.max_in_flight,
-            service=settings.service_name,
-            version=__version__,
-        )
-        loop_monitor.start()
-        drain.install()
-        # Everything built so far lives as long as the process: collect once, then
-        # keep the collector from rescanning it (full collections under load took
-        # 40-75 ms each over ~70k start-up objects, and showed as p99 latency).
-        gc.collect()
-        gc.freeze()
-        # Requests free their objects by reference counting; the cycle collector's
-        # young-generation passes at the default 700 allocations mostly rescan the
-        # objects of requests still in flight (~8% of CPU at 64 connections).
-        gc.set_threshold(*GC_THRESHOLDS)
-        log.info("started", port=settings.port, environment=settings.environment.value)
-        try:
-            yield
-        finally:
-            drain.uninstall()
-            await loop_monitor.stop()
-            await http_client.aclose()
-            await close_pool(pool, settings.db.close_timeout)
+        # Each resource is opened by one line and closed in reverse order on the way out.
+        async with AsyncExitStack() as stack:
+            stack.callback(access_log.flush)  # queued lines: the loop stops before their batch
+            stack.callback(log.info, "stopped")
 {%- if cookiecutter.tracing == "opentelemetry" %}
             if tracer_provider is not None:
-                tracer_provider.shutdown()
+                stack.callback(tracer_provider.shutdown)  # flushes the last spans
 {%- endif %}
-            log.info("stopped")
-            access_log.flush()  # queued lines: the loop stops before their batch is due
+            db = app.state.db = await stack.enter_async_context(
+                open_database(
+                    settings,
+                    deadlines=deadlines,
+                    on_state_change=breaker_changed,
+{%- if cookiecutter.tracing == "opentelemetry" %}
+                    query_span=query_span if tracer_provider is not None else None,
+{%- endif %}
+                )
+            )
+            http_client = app.state.http_client = await stack.enter_async_context(
+                open_outbound_client(
+                    settings.http_client,
+                    on_state_change=breaker_changed,
+{%- if cookiecutter.tracing == "opentelemetry" %}
+                    event_hooks={"request": [inject_trace_headers], "response": [end_client_span]},
+{%- endif %}
+                )
+            )
+
+            def breakers() -> list[CircuitBreaker]:
+                return [db.breaker, *http_client.breakers.values()]
+{% if cookiecutter.metrics == "prometheus" %}
+            def sampled(lag: float) -> None:
+                metrics.loop_lag.observe(lag)
+                metrics.sample(db.pool, breakers(), stats.in_flight)
+
+            loop_monitor = LoopLagMonitor(on_sample=sampled)
+{%- else %}
+            loop_monitor = LoopLagMonitor()
+{%- endif %}
+            app.state.health = Health(
+                db=db,
+                drain=drain,
+                stats=stats,
+                loop_monitor=loop_monitor,
+                breakers=breakers,
+                max_in_flight=settings.limits.max_in_flight,
+                service=settings.service_name,
+                version=__version__,
+            )
+            await stack.enter_async_context(loop_monitor.running())
+            stack.enter_context(drain.installed())
+            # Everything built so far lives as long as the process: collect once, then
+            # keep the collector from rescanning it (full collections under load took
+            # 40-75 ms each over ~70k start-up objects, and showed as p99 latency).
+            gc.collect()
+            gc.freeze()
+            # Requests free their objects by reference counting; the cycle collector's
+            # young-generation passes at the default 700 allocations mostly rescan the
+            # objects of requests still in flight (~8% of CPU at 64 connections).
+            gc.set_threshold(*GC_THRESHOLDS)
+            log.info("started", port=settings.port, environment=settings.environment.value)
+            yield
 
     app = FastAPI(
         title={{ cookiecutter.project_name | pystr }},

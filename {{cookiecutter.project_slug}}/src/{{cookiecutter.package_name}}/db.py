@@ -8,21 +8,24 @@ around each use of a pooled connection, and turns "the database is not there" in
 from __future__ import annotations
 
 import asyncio
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 import orjson
 
+from {{ cookiecutter.package_name }}.resilience import BreakerConfig, CircuitBreaker
+
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable
     from contextlib import AbstractContextManager
     from types import TracebackType
 
     from asyncpg.pool import PoolConnectionProxy
 
     from {{ cookiecutter.package_name }}.deadline import Deadlines
-    from {{ cookiecutter.package_name }}.resilience import CircuitBreaker
-    from {{ cookiecutter.package_name }}.settings import DatabaseSettings
+    from {{ cookiecutter.package_name }}.resilience import StateChangeCallback
+    from {{ cookiecutter.package_name }}.settings import DatabaseSettings, Settings
 
     Connection: TypeAlias = PoolConnectionProxy[asyncpg.Record]
     Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
@@ -84,6 +87,34 @@ async def close_pool(pool: Pool, timeout: float) -> None:  # noqa: ASYNC109 - a 
             await pool.close()
     except TimeoutError:
         pool.terminate()
+
+
+@asynccontextmanager
+async def open_database(
+    settings: Settings,
+    *,
+    deadlines: Deadlines,
+    on_state_change: StateChangeCallback | None = None,
+    query_span: QuerySpan | None = None,
+) -> AsyncIterator[Database]:
+    """The service's database for as long as the block runs: pool opened, then closed."""
+    pool = await create_pool(settings.dsn, settings.db, application_name=settings.service_name)
+    breaker = CircuitBreaker(
+        "database",
+        BreakerConfig.from_settings(settings.db.breaker),
+        is_failure=is_unavailable,
+        on_state_change=on_state_change,
+    )
+    try:
+        yield Database(
+            pool,
+            breaker,
+            acquire_timeout=settings.db.acquire_timeout,
+            deadlines=deadlines,
+            query_span=query_span,
+        )
+    finally:
+        await close_pool(pool, settings.db.close_timeout)
 
 
 class Database:

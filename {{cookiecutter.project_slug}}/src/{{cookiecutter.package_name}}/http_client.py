@@ -16,13 +16,15 @@ hosts a service talks to, not for URLs taken from user input.
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Annotated, TypedDict, Unpack
 
 import httpx
 from fastapi import Depends, Request
 
 from {{ cookiecutter.package_name }}.resilience import BreakerConfig, CircuitBreaker, StateChangeCallback
+from {{ cookiecutter.package_name }}.settings import HttpClientSettings
 
 EventHook = Callable[..., Awaitable[None]]
 """An httpx async event hook: takes the `httpx.Request` ("request") or `httpx.Response`."""
@@ -159,6 +161,29 @@ def build_outbound_client(  # noqa: PLR0913 - keyword-only, one per setting
     return OutboundClient(
         client, breaker_config, total_timeout=total_timeout, on_state_change=on_state_change
     )
+
+
+@asynccontextmanager
+async def open_outbound_client(
+    settings: HttpClientSettings,
+    *,
+    on_state_change: StateChangeCallback | None = None,
+    event_hooks: Mapping[str, list[EventHook]] | None = None,
+) -> AsyncIterator[OutboundClient]:
+    """The service's outbound client for as long as the block runs, then closed."""
+    client = build_outbound_client(
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        total_timeout=settings.total_timeout,
+        max_connections=settings.max_connections,
+        breaker_config=BreakerConfig.from_settings(settings.breaker),
+        on_state_change=on_state_change,
+        event_hooks=event_hooks,
+    )
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 async def get_outbound_client(request: Request) -> OutboundClient:

@@ -10,6 +10,7 @@ accepting, finishes in-flight requests and runs the lifespan shutdown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import threading
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from types import FrameType
 
 log = structlog.get_logger(__name__)
@@ -50,6 +52,15 @@ class Drain:
         for sig, original in self._originals.items():
             signal.signal(sig, original)
         self._originals.clear()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Drain]:
+        """Hold the server's signals for as long as the block runs."""
+        self.install()
+        try:
+            yield self
+        finally:
+            self.uninstall()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         original = self._originals[signum]

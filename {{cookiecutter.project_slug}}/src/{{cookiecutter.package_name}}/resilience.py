@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
     from types import TracebackType
 
+    from {{ cookiecutter.package_name }}.settings import BreakerSettings
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -77,6 +79,20 @@ class BreakerConfig:
     wait_in_open: float = 5.0
     permitted_calls_in_half_open: int = 1
     max_wait_in_half_open: float = 10.0
+
+    @classmethod
+    def from_settings(cls, settings: BreakerSettings) -> BreakerConfig:
+        """The configuration that a `BreakerSettings` group of the service's settings describes."""
+        return cls(
+            failure_rate_threshold=settings.failure_rate_threshold,
+            sliding_window_size=settings.sliding_window_size,
+            minimum_calls=settings.minimum_calls,
+            consecutive_failures=settings.consecutive_failures,
+            slow_call_duration=settings.slow_call_seconds,
+            wait_in_open=settings.wait_in_open_seconds,
+            permitted_calls_in_half_open=settings.half_open_calls,
+            max_wait_in_half_open=settings.max_wait_in_half_open_seconds,
+        )
 
     def __post_init__(self) -> None:
         """Reject settings that would make the breaker never open or never recover."""

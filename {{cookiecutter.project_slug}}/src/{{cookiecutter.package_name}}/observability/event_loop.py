@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable
 
 
 class LoopLagMonitor:
@@ -33,6 +33,15 @@ class LoopLagMonitor:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[LoopLagMonitor]:
+        """Sample for as long as the block runs."""
+        self.start()
+        try:
+            yield self
+        finally:
+            await self.stop()
 
     async def _run(self) -> None:
         while True:
