@@ -11,8 +11,10 @@ own modules; this one only sequences them:
    ``[A-Za-z0-9._:-]``) or generated, set in `request_id_var` and echoed back;
 3. each hook's `request_started` runs (tracing makes the request's span current);
 4. `RequestStats.admit` sheds the request (503 + `Retry-After`) or counts it in;
-5. the app runs within the request deadline: past it, the handler is cancelled (a
-   pooled connection it held is released) and answered 504;
+5. within the request deadline, each admission step (authentication, rate limiting)
+   may turn the request away with a problem answer, or add response headers; then
+   the app runs: past the deadline, the handler is cancelled (a pooled connection it
+   held is released) and answered 504;
 6. an exception that escapes is logged once with a structured traceback and answered
    500 (`application/problem+json`) if no response has started; it is not re-raised,
    since Starlette and uvicorn would log it again without structure;
@@ -23,17 +25,18 @@ own modules; this one only sequences them:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from random import getrandbits
 from time import perf_counter
 from typing import TYPE_CHECKING, Final, Protocol
 
 import structlog
 
-from {{ cookiecutter.package_name }}.observability.logging import AccessLog, request_id_var
+from {{ cookiecutter.package_name }}.observability.logging import AccessLog, request_id_var, user_id_var
 from {{ cookiecutter.package_name }}.problems import retry_after, send_problem
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
     from structlog.typing import FilteringBoundLogger
@@ -41,7 +44,14 @@ if TYPE_CHECKING:
     from {{ cookiecutter.package_name }}.deadline import Deadlines
     from {{ cookiecutter.package_name }}.shedding import RequestStats
 
-__all__ = ["REQUEST_ID_HEADER", "RequestHook", "ServiceMiddleware", "route_template"]
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "AdmissionStep",
+    "Rejection",
+    "RequestHook",
+    "ServiceMiddleware",
+    "route_template",
+]
 
 REQUEST_ID_HEADER: Final = "X-Request-ID"
 
@@ -71,6 +81,29 @@ class RequestHook(Protocol):
 
         `route` is the route template (None if no route matched), `status` is 500
         if the app failed, `error` what it raised.
+        """
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An answer that turns a request away before the app runs (RFC 9457 problem)."""
+
+    status: int
+    detail: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class AdmissionStep(Protocol):
+    """Something that decides whether a request may reach the app: auth, rate limits."""
+
+    async def admit(
+        self, scope: Scope, response_headers: list[tuple[bytes, bytes]]
+    ) -> Rejection | None:
+        """Return a `Rejection` to answer now, or None to let the request go on.
+
+        Headers appended to `response_headers` are sent with the response either
+        way (for example the rate limit fields). Steps run in order, each only if
+        the ones before it admitted the request.
         """
 
 
@@ -131,6 +164,7 @@ class ServiceMiddleware:
 
     __slots__ = (
         "_access_log",
+        "_admission",
         "_app",
         "_deadlines",
         "_exempt_paths",
@@ -154,6 +188,7 @@ class ServiceMiddleware:
         deadlines: Deadlines | None = None,
         timeout: float = 0.0,
         hooks: Sequence[RequestHook] = (),
+        admission: Sequence[AdmissionStep] = (),
         access_log: AccessLog | None = None,
     ) -> None:
         """Wrap `app`; build it after logging is configured (it binds its logger).
@@ -170,6 +205,7 @@ class ServiceMiddleware:
         self._deadlines = deadlines if timeout > 0 else None
         self._timeout = timeout
         self._hooks = tuple(hooks)
+        self._admission = tuple(admission)
         self._reversed_hooks = self._hooks[::-1]
         # Bound once: each call on the lazy proxy would resolve it again.
         self._log: FilteringBoundLogger = structlog.get_logger(__name__).bind()
@@ -182,7 +218,8 @@ class ServiceMiddleware:
             return
         exempt = scope["path"] in self._exempt_paths
         request_id, header_value = _request_id(scope["headers"])
-        header = (_HEADER_NAME, header_value)
+        # The request id, then whatever the admission steps add.
+        response_headers = [(_HEADER_NAME, header_value)]
         status = 0
 
         async def send_with_request_id(message: Message) -> None:
@@ -190,7 +227,7 @@ class ServiceMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 # A new list: the response object may reuse its own.
-                message["headers"] = [*message.get("headers", ()), header]
+                message["headers"] = [*message.get("headers", ()), *response_headers]
             await send(message)
 
         token = request_id_var.set(request_id)
@@ -219,13 +256,18 @@ class ServiceMiddleware:
             try:
                 if stats is not None and not stats.admit():
                     await self._shed(send_with_request_id)
-                elif deadline is None:
-                    admitted = stats is not None
-                    await self._app(scope, receive, send_with_request_id)
                 else:
                     admitted = stats is not None
-                    async with deadline:
-                        await self._app(scope, receive, send_with_request_id)
+                    handled = (
+                        self._admit_then_run(scope, receive, send_with_request_id, response_headers)
+                        if self._admission
+                        else self._app(scope, receive, send_with_request_id)
+                    )
+                    if deadline is None:
+                        await handled
+                    else:
+                        async with deadline:
+                            await handled
             except Exception as exc:  # noqa: BLE001 - last resort: logged, answered, not re-raised
                 if status == 0 and deadline is not None and deadline.expired:
                     await send_problem(
@@ -251,7 +293,29 @@ class ServiceMiddleware:
                     route = route_template(scope)
                 for hook, state in zip(self._reversed_hooks, reversed(started), strict=True):
                     hook.request_finished(scope, state, route, status, seconds, error)
+            if self._admission:
+                user_id_var.set(None)  # a step may have named the caller for this request
             request_id_var.reset(token)
+
+    async def _admit_then_run(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        response_headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        for step in self._admission:
+            rejection = await step.admit(scope, response_headers)
+            if rejection is not None:
+                await send_problem(
+                    send,
+                    rejection.status,
+                    rejection.detail,
+                    instance=scope["path"],
+                    headers=rejection.headers,
+                )
+                return
+        await self._app(scope, receive, send)
 
     def _access_line(self, scope: Scope, route: str | None, status: int, seconds: float) -> None:
         client = scope.get("client")

@@ -10,7 +10,8 @@ Two paths produce the same line shape:
 
 Every line carries ``timestamp`` (ISO 8601, UTC), ``level``, ``logger``,
 ``event``, ``service``, ``version`` and ``environment``. Lines logged while a
-request is handled also carry ``request_id`` and, when the tracing processor is
+request is handled also carry ``request_id`` (and ``user_id`` once the caller is
+known) and, when the tracing processor is
 installed, ``trace_id`` and ``span_id``. Secrets are redacted on both paths.
 
 Usage in application code::
@@ -55,11 +56,15 @@ __all__ = [
     "redact_secrets",
     "request_id_var",
     "stdlib_formatter",
+    "user_id_var",
     "uvicorn_log_config",
 ]
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 """Id of the request being handled; set by the access log middleware."""
+
+user_id_var: ContextVar[str | None] = ContextVar("user_id", default=None)
+"""Who the request acts for (an authenticated subject); set once the caller is verified."""
 
 REDACTED: Final = "[REDACTED]"
 
@@ -196,6 +201,9 @@ class _Envelope:
         request_id = request_id_var.get()
         if request_id is not None:
             line.setdefault("request_id", request_id)
+        user_id = user_id_var.get()
+        if user_id is not None:
+            line.setdefault("user_id", user_id)
         for key, value in self.static:
             line.setdefault(key, value)
         return line
@@ -267,6 +275,9 @@ class AccessLog:
         request_id = request_id_var.get()
         if request_id is not None:
             line["request_id"] = request_id
+        user_id = user_id_var.get()
+        if user_id is not None:
+            line["user_id"] = user_id
         for key, value in self._envelope.static:
             line[key] = value
         for processor in self._extra_processors:
