@@ -44,8 +44,10 @@ class GracefulServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """Stop listening, accept and read what is queued, then uvicorn's shutdown."""
+        # Under the reloader the socket outlives this process and serves the next one.
+        reloading = self.config.should_reload
         listening = [sock for server in self.servers for sock in server.sockets]
-        if listening and all(stop_listening(sock) for sock in listening):
+        if listening and not reloading and all(stop_listening(sock) for sock in listening):
             deadline = time.monotonic() + STOP_LISTENING_LEAD_SECONDS
             while any(queued_connections(sock) for sock in listening):
                 if time.monotonic() > deadline:
