@@ -14,6 +14,7 @@ from pathlib import Path
 
 MANIFEST = Path("conditional_files.toml")
 ANSWERS_FILE = Path(".cookiecutter.json")
+NOT_ANSWERS = frozenset({"__prompts__", "__answers_checked"})
 
 
 def remove_disabled(answers: dict[str, object]) -> list[str]:
@@ -35,8 +36,19 @@ def remove_disabled(answers: dict[str, object]) -> list[str]:
 
 
 def record_answers(answers: dict[str, object]) -> None:
-    """Keep the answers in replay format: `cookiecutter --replay-file .cookiecutter.json`."""
-    public = {k: v for k, v in answers.items() if not k.startswith("_")}
+    """Keep the answers in replay format: `cookiecutter --replay-file .cookiecutter.json`.
+
+    A replay renders only what the file lacks, and without the recorded answers in
+    reach, so values derived from answers (``__env_prefix``) are recorded too. Keys
+    with one underscore (``_extensions``, ``_template``, the output and checkout paths)
+    belong to the template or this machine, ``__prompts__`` to the questions and
+    ``__answers_checked`` to the checks: the template in use supplies those.
+    """
+    public = {
+        k: v
+        for k, v in answers.items()
+        if not k.startswith("_") or (k.startswith("__") and k not in NOT_ANSWERS)
+    }
     ANSWERS_FILE.write_text(
         json.dumps({"cookiecutter": public}, indent=2, ensure_ascii=False) + "\n",
         encoding="utf-8",

@@ -2,6 +2,11 @@
 
 A rejected answer prints one line naming the option, the value and what is allowed,
 and exits 1; cookiecutter then removes the (still empty) project directory.
+
+The same rules run earlier too, while cookiecutter renders the answers and before it
+creates the project directory (`local_extensions.checked_answers` imports this file),
+so an answer that would break that directory (empty, a path, too long) is refused
+first. This hook stays for what bypasses rendering, such as replayed answers.
 """
 
 from __future__ import annotations
@@ -10,10 +15,6 @@ import json
 import keyword
 import re
 import sys
-
-# The answers arrive as JSON inside a raw string so that quotes, backslashes and
-# unicode in any answer cannot break this file's syntax.
-ANSWERS: dict[str, object] = json.loads(r"""{{ cookiecutter | jsonify }}""")
 
 SLUG = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 PACKAGE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -67,6 +68,8 @@ def _slug(value: str) -> str | None:
 
 
 def _package(value: str) -> str | None:
+    if len(value) > 63:
+        return "must be at most 63 characters"
     if not PACKAGE.match(value) or not value.isidentifier():
         return (
             "must be a valid Python identifier: a lowercase letter, then lowercase "
@@ -134,7 +137,9 @@ def problems(answers: dict[str, object]) -> list[str]:
 
 
 if __name__ == "__main__":
-    errors = problems(ANSWERS)
+    # The answers arrive as JSON inside a raw string so that quotes, backslashes and
+    # unicode in any answer cannot break this file's syntax.
+    errors = problems(json.loads(r"""{{ cookiecutter | jsonify }}"""))
     for message in errors:
         print(f"ERROR: {message}", file=sys.stderr)
     sys.exit(1 if errors else 0)

@@ -51,7 +51,11 @@ def test_defaults(cookies: Any) -> None:
     assert pyproject["project"]["name"] == "my-service"
     answers = json.loads((project / ".cookiecutter.json").read_text())["cookiecutter"]
     assert answers["project_name"] == "My Service"
-    assert not any(key.startswith("_") for key in answers)
+    # Derived values are recorded (a replay cannot derive them); the template's own and
+    # this machine's keys are not.
+    assert answers["__env_prefix"] == "MY_SERVICE_"
+    assert not [key for key in answers if key.startswith("_") and not key.startswith("__")]
+    assert "__prompts__" not in answers
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,12 @@ BAD_ANSWERS = [
     ("project_slug", "Bad_Slug", "lowercase letters, digits and single hyphens"),
     ("project_slug", "a--b", "single hyphens"),
     ("project_slug", "x" * 64, "at most 63"),
+    # cookiecutter names the project directory after the slug before the hook runs.
+    ("project_slug", "", "must start with a lowercase letter"),
+    ("project_slug", "a/b", "single hyphens"),
+    ("project_slug", "../escape", "must start with a lowercase letter"),
+    ("project_slug", "x" * 300, "at most 63"),
+    ("package_name", "x" * 300, "at most 63"),
     ("package_name", "class", "keyword"),
     ("package_name", "json", "shadow"),
     ("package_name", "fastapi", "shadow"),

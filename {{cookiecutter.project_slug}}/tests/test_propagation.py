@@ -60,3 +60,18 @@ async def test_malformed_traceparent_starts_a_new_trace(
     trace_id = traceparent.split("-")[1]
     assert trace_id not in {TRACE_ID, TRACE_ID.upper(), "0" * 32}
     assert len(trace_id) == 32
+
+
+async def test_each_tracestate_member_is_judged_alone_and_random_flag_is_kept(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    headers = {
+        "traceparent": f"00-{TRACE_ID}-{PARENT_ID}-03",
+        "tracestate": "foo@=1,Bad=2,foo@=3,x@@y=4",
+    }
+    request = await call_downstream_through(app, client, headers)
+    traceparent = received_header(request, b"traceparent")
+    assert traceparent is not None
+    assert traceparent.startswith(f"00-{TRACE_ID}-")
+    assert traceparent.endswith("-03")
+    assert received_header(request, b"tracestate") == "foo@=1,x@@y=4"

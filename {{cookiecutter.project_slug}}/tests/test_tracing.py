@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import io
 import json
+import logging
 import os
 import re
 import socket
@@ -57,7 +58,8 @@ TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
 TRACESTATE = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
-NEW_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-00")
+# A trace started here is not sampled and says its trace id is random (Level 2).
+NEW_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-02")
 log = structlog.get_logger("tracing_test")
 
 
@@ -124,6 +126,12 @@ def build_app(
         response = await client.get(f"{downstream}/echo?q=secret")
         log.info("downstream_called")
         return response.json()
+
+    @app.get("/outbound-thrice")
+    async def outbound_thrice() -> list[Any]:
+        received = [(await client.get(f"{downstream}/echo")).json() for _ in range(3)]
+        log.info("downstream_called")
+        return received
 
     @app.get("/query")
     async def query() -> dict[str, str]:
@@ -202,17 +210,97 @@ class TestPropagationOnly:
         received = response.json()
         (logged,) = [line for line in lines_for(log_output, response) if line["event"] == "request"]
 
-        assert received["traceparent"] == f"00-{TRACE_ID}-{logged['span_id']}-01"
-        assert logged["span_id"] != PARENT_ID
+        version, trace_id, parent_id, flags = received["traceparent"].split("-")
+        assert (version, trace_id, flags) == ("00", TRACE_ID, "01")
+        assert re.fullmatch(r"[0-9a-f]{16}", parent_id)
+        assert parent_id not in {logged["span_id"], PARENT_ID, "0" * 16}
         assert received["tracestate"] == TRACESTATE
 
-    @pytest.mark.parametrize(("flags", "expected"), [("00", "00"), ("01", "01"), ("09", "01")])
-    async def test_only_the_sampled_flag_is_passed_on(
+    async def test_each_outbound_call_gets_its_own_parent_id(
+        self, propagating: httpx.AsyncClient, log_output: io.BytesIO
+    ) -> None:
+        response = await propagating.get("/outbound-thrice", headers={"traceparent": TRACEPARENT})
+        parents = [received["traceparent"].split("-")[2] for received in response.json()]
+        lines = lines_for(log_output, response)
+
+        assert len(set(parents)) == 3
+        (span_id,) = {line["span_id"] for line in lines}  # the request's, on every line
+        assert span_id not in parents
+        assert {received["traceparent"].split("-")[1] for received in response.json()} == {TRACE_ID}
+
+    async def test_each_outbound_call_of_a_new_trace_gets_its_own_parent_id(
+        self, propagating: httpx.AsyncClient, log_output: io.BytesIO
+    ) -> None:
+        response = await propagating.get("/outbound-thrice")
+        sent = [NEW_TRACEPARENT.fullmatch(item["traceparent"]) for item in response.json()]
+        (logged,) = [line for line in lines_for(log_output, response) if line["event"] == "request"]
+
+        assert all(sent)
+        assert {match[1] for match in sent if match} == {logged["trace_id"]}
+        parents = {match[2] for match in sent if match}
+        assert len(parents) == 3
+        assert logged["span_id"] not in parents
+
+    @pytest.mark.parametrize(
+        ("flags", "expected"),
+        [("00", "00"), ("01", "01"), ("02", "02"), ("03", "03"), ("09", "01"), ("fe", "02")],
+    )
+    async def test_the_sampled_and_random_flags_are_passed_on(
         self, propagating: httpx.AsyncClient, flags: str, expected: str
     ) -> None:
         traceparent = f"00-{TRACE_ID}-{PARENT_ID}-{flags}"
         response = await propagating.get("/outbound", headers={"traceparent": traceparent})
         assert response.json()["traceparent"].endswith(f"-{expected}")
+
+    @pytest.mark.parametrize(
+        ("tracestate", "expected"),
+        [
+            # Keys of the current grammar that the older vendor grammar rejected.
+            ("foo@=1,congo=t61", "foo@=1,congo=t61"),
+            ("foo@@bar=1,1abc@x1=2,x/y*z-_=3", "foo@@bar=1,1abc@x1=2,x/y*z-_=3"),
+            # Malformed or repeated members go alone; the rest is passed on.
+            ("congo=t61,Bad=1,rojo=00f", "congo=t61,rojo=00f"),
+            ("congo=t61,congo=other,rojo=00f", "congo=t61,rojo=00f"),
+            ("congo=t61,nokey,=v,k=,k=a=b,k=a\xe9b,k= ,rojo=00f", "congo=t61,rojo=00f"),
+            ("congo=t61 ,\t, rojo=00f", "congo=t61,rojo=00f"),
+            ("k= v", "k= v"),
+            (f"k={'v' * 257},congo=t61", "congo=t61"),
+        ],
+    )
+    async def test_tracestate_members_are_parsed_one_by_one(
+        self,
+        propagating: httpx.AsyncClient,
+        log_output: io.BytesIO,
+        caplog: pytest.LogCaptureFixture,
+        tracestate: str,
+        expected: str,
+    ) -> None:
+        caplog.set_level(logging.DEBUG)
+        response = await propagating.get(
+            "/outbound",
+            headers=[
+                (b"traceparent", TRACEPARENT.encode()),
+                (b"tracestate", tracestate.encode("latin-1")),
+            ],
+        )
+        assert response.json().get("tracestate", "") == expected
+        # The caller's bytes are not echoed into the logs, by any logger.
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+        assert [r.getMessage() for r in caplog.records if tracestate in r.getMessage()] == []
+        for line in lines_for(log_output, response):
+            assert tracestate not in json.dumps(line, ensure_ascii=False)
+
+    async def test_at_most_32_tracestate_members_are_kept_from_the_left(
+        self, propagating: httpx.AsyncClient
+    ) -> None:
+        members = [f"k{index}=v{index}" for index in range(40)]
+        headers = [
+            ("traceparent", TRACEPARENT),
+            ("tracestate", ",".join(["Bad=1", *members[:20]])),
+            ("tracestate", ",".join(members[20:])),
+        ]
+        response = await propagating.get("/outbound", headers=headers)
+        assert response.json()["tracestate"] == ",".join(members[:32])
 
     async def test_a_later_version_is_read_as_version_00(
         self, propagating: httpx.AsyncClient
@@ -255,7 +343,8 @@ class TestPropagationOnly:
         assert match[1] != TRACE_ID
         assert "tracestate" not in received
         (logged,) = [line for line in lines_for(log_output, response) if line["event"] == "request"]
-        assert (logged["trace_id"], logged["span_id"]) == (match[1], match[2])
+        assert logged["trace_id"] == match[1]
+        assert logged["span_id"] != match[2]  # the outbound call's own parent id
 
     async def test_two_traceparent_headers_start_a_new_trace(
         self, propagating: httpx.AsyncClient
@@ -295,9 +384,10 @@ class TestPropagationOnly:
     [
         (f"00-{TRACE_ID}-{PARENT_ID}-01", (TRACE_ID, PARENT_ID, 1)),
         (f" \t00-{TRACE_ID}-{PARENT_ID}-00\t ", (TRACE_ID, PARENT_ID, 0)),
-        (f"00-{TRACE_ID}-{PARENT_ID}-0a", (TRACE_ID, PARENT_ID, 0)),
-        (f"00-{TRACE_ID}-{PARENT_ID}-0b", (TRACE_ID, PARENT_ID, 1)),
-        (f"cc-{TRACE_ID}-{PARENT_ID}-03", (TRACE_ID, PARENT_ID, 1)),
+        (f"00-{TRACE_ID}-{PARENT_ID}-0a", (TRACE_ID, PARENT_ID, 2)),
+        (f"00-{TRACE_ID}-{PARENT_ID}-0b", (TRACE_ID, PARENT_ID, 3)),
+        (f"cc-{TRACE_ID}-{PARENT_ID}-03", (TRACE_ID, PARENT_ID, 3)),
+        (f"cc-{TRACE_ID}-{PARENT_ID}-f8", (TRACE_ID, PARENT_ID, 0)),
         (f"cc-{TRACE_ID}-{PARENT_ID}-01-future", (TRACE_ID, PARENT_ID, 1)),
         (f"cc-{TRACE_ID}-{PARENT_ID}-01.future", None),
         (f"00-{TRACE_ID}-{PARENT_ID}-01.", None),
@@ -402,6 +492,17 @@ class TestWithSdk:
         assert client.parent.span_id == server.context.span_id
         assert received["traceparent"] == f"00-{TRACE_ID}-{client.context.span_id:016x}-01"
         assert received["tracestate"] == TRACESTATE
+
+    async def test_the_random_flag_reaches_the_downstream_through_the_client_span(
+        self, recording: httpx.AsyncClient, spans: InMemorySpanExporter
+    ) -> None:
+        finished(spans)
+        response = await recording.get(
+            "/outbound", headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-03"}
+        )
+        by_kind = {span.kind: span for span in finished(spans)}
+        client = by_kind[SpanKind.CLIENT]
+        assert response.json()["traceparent"] == f"00-{TRACE_ID}-{client.context.span_id:016x}-03"
         assert client.name == "GET"
         attributes = dict(client.attributes or {})
         assert attributes["http.response.status_code"] == 200

@@ -2,29 +2,59 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import time
 from typing import TYPE_CHECKING
 
 import uvicorn
 from uvicorn.supervisors import ChangeReload, Multiprocess
 
 from {{ cookiecutter.package_name }} import __version__
+from {{ cookiecutter.package_name }}.listener import (
+    queued_connections,
+    stop_listening,
+    wait_until_accepted,
+)
 from {{ cookiecutter.package_name }}.observability.logging import uvicorn_log_config
 
 if TYPE_CHECKING:
+    import socket
     from types import FrameType
 
     from {{ cookiecutter.package_name }}.settings import Settings
 
 STARTUP_FAILURE = 3
+# How long before the workers' drain ends the socket stops taking new connections:
+# long enough for the workers to accept what is queued, short against any drain.
+STOP_LISTENING_LEAD_SECONDS = 0.25
+# A connection accepted a moment ago has its request on the way: read it before
+# uvicorn closes the connections that have none (which would reset them).
+_SETTLE_SECONDS = 0.1
 
 
 class GracefulServer(uvicorn.Server):
-    """uvicorn's server, except that a graceful stop exits 0.
+    """uvicorn's server, except that a graceful stop exits 0 and resets no connection.
 
     uvicorn re-raises SIGTERM after shutting down, so the process dies by the signal
     (status 143). A requested, completed shutdown is a success for an orchestrator.
+    Before uvicorn closes the listening socket (which resets the connections queued
+    in it), the socket stops taking new ones and the queued ones are accepted.
     """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stop listening, accept and read what is queued, then uvicorn's shutdown."""
+        # Under the reloader the socket outlives this process and serves the next one.
+        reloading = self.config.should_reload
+        listening = [sock for server in self.servers for sock in server.sockets]
+        if listening and not reloading and all(stop_listening(sock) for sock in listening):
+            deadline = time.monotonic() + STOP_LISTENING_LEAD_SECONDS
+            while any(queued_connections(sock) for sock in listening):
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(_SETTLE_SECONDS)
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:  # noqa: ARG002 - signal API
         """First signal: shut down gracefully; a second SIGINT: exit at once."""
@@ -32,6 +62,42 @@ class GracefulServer(uvicorn.Server):
             self.force_exit = True
         else:
             self.should_exit = True
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's worker supervisor, except that stopping closes the socket in order.
+
+    uvicorn's supervisor keeps its copy of the listening socket until it exits, after
+    every worker has stopped accepting: connections arriving meanwhile are queued by
+    the kernel, then reset. Here, once the workers have been told to stop (they drain
+    for ``drain_seconds``, see `lifecycle.Drain`), the socket stops taking new
+    connections shortly before they stop accepting, they accept what is queued, and
+    the supervisor closes its copy: from then on a connection is refused, never reset.
+    Retiring single workers (SIGHUP, SIGTTOU) is unchanged, the others keep serving.
+    """
+
+    def __init__(
+        self, config: uvicorn.Config, sockets: list[socket.socket], drain_seconds: float
+    ) -> None:
+        """Supervise ``config.workers`` workers serving ``sockets``."""
+        super().__init__(config, sockets)
+        self.drain_seconds = drain_seconds
+
+    def terminate_all(self) -> None:
+        """Stop every worker; the socket stops listening before they stop accepting."""
+        if self.drain_seconds > STOP_LISTENING_LEAD_SECONDS:
+            super().terminate_all()  # readiness fails, the workers keep serving meanwhile
+            time.sleep(self.drain_seconds - STOP_LISTENING_LEAD_SECONDS)
+            self._close_sockets()
+        else:
+            self._close_sockets()  # the workers stop accepting as soon as they are told
+            super().terminate_all()
+
+    def _close_sockets(self) -> None:
+        for sock in self.sockets:
+            if stop_listening(sock):
+                wait_until_accepted(sock, timeout=STOP_LISTENING_LEAD_SECONDS)
+            sock.close()  # the workers' copies close the socket when they stop
 
 
 def serve(settings: Settings, *, reload: bool = False) -> None:
@@ -63,7 +129,7 @@ def serve(settings: Settings, *, reload: bool = False) -> None:
     if config.should_reload:
         ChangeReload(config, target=server.run, sockets=[config.bind_socket()]).run()
     elif config.workers > 1:
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        Supervisor(config, [config.bind_socket()], settings.shutdown.drain_seconds).run()
     else:
         server.run()
         if not server.started:

@@ -41,6 +41,8 @@ from opentelemetry.trace import (
     TraceState,
 )
 
+from {{ cookiecutter.package_name }}.observability.tracestate import parse_tracestate
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from contextlib import AbstractContextManager
@@ -72,17 +74,22 @@ _HEX_AND_DASH: Final = b"0123456789abcdef-"
 _DASH_COUNT: Final = 3
 _ZERO_TRACE_ID: Final = b"0" * 32
 _ZERO_SPAN_ID: Final = b"0" * 16
-_SAMPLED: Final = 0x01
 _SPAN_ID_MASK: Final = (1 << 64) - 1
-# Level 1 defines only the sampled flag; others "MUST" be set to zero.
-_FLAGS: Final = (TraceFlags(TraceFlags.DEFAULT), TraceFlags(TraceFlags.SAMPLED))
+# Level 2 defines sampled (0x01) and random (0x02); the others are zeroed when passed on.
+_KNOWN_FLAGS: Final = TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID
+_FLAGS: Final = tuple(TraceFlags(flags) for flags in range(_KNOWN_FLAGS + 1))
+# Ids made here come from a uniform random source, so a new trace says so.
+_NEW_TRACE_FLAGS: Final = TraceFlags.RANDOM_TRACE_ID
 _EMPTY_TRACE_STATE: Final = TraceState()
 _SERVER_ERROR: Final = 500
 _CLIENT_ERROR: Final = 400
 
 
 def _parse_traceparent(value: bytes) -> tuple[str, str, int] | None:
-    """Return (trace id, parent id, sampled flag), ids as hex, or None if invalid."""
+    """Return (trace id, parent id, flags), ids as hex, or None if invalid.
+
+    Of the flags only sampled (0x01) and random (0x02) are kept.
+    """
     # Optional whitespace around a header value is not part of it (RFC 9110).
     value = value.strip(b" \t")
     length = len(value)
@@ -108,8 +115,8 @@ def _parse_traceparent(value: bytes) -> tuple[str, str, int] | None:
     parent_id = value[36:52]
     if trace_id == _ZERO_TRACE_ID or parent_id == _ZERO_SPAN_ID:
         return None
-    sampled = int(value[53:55], 16) & _SAMPLED
-    return trace_id.decode("ascii"), parent_id.decode("ascii"), sampled
+    flags = int(value[53:55], 16) & _KNOWN_FLAGS
+    return trace_id.decode("ascii"), parent_id.decode("ascii"), flags
 
 
 def _random_hex(size: int) -> str:
@@ -137,12 +144,12 @@ class _RequestSpan(NonRecordingSpan):
     asks for it (an outbound call, for one). Saves ~1.5 µs per request.
     """
 
-    def __init__(self, trace_id: str, span_id: str, sampled: int, trace_state: TraceState) -> None:
+    def __init__(self, trace_id: str, span_id: str, flags: int, trace_state: TraceState) -> None:
         # NonRecordingSpan.__init__ only stores the context, which is built lazily here.
         self._context = INVALID_SPAN_CONTEXT
         self.trace_id = trace_id
         self.span_id = span_id
-        self._sampled = sampled
+        self._flags = flags
         self._trace_state = trace_state
         self._built = False
 
@@ -153,7 +160,7 @@ class _RequestSpan(NonRecordingSpan):
                 int(self.trace_id, 16),
                 int(self.span_id, 16),
                 is_remote=False,
-                trace_flags=_FLAGS[self._sampled],
+                trace_flags=_FLAGS[self._flags],
                 trace_state=self._trace_state,
             )
             self._built = True
@@ -163,7 +170,7 @@ class _RequestSpan(NonRecordingSpan):
 class RequestTracing:
     """Continue or start a trace for each HTTP request (a `ServiceMiddleware` hook).
 
-    Reads ``traceparent``/``tracestate`` (W3C Trace Context level 1). A valid
+    Reads ``traceparent``/``tracestate`` (W3C Trace Context level 2). A valid
     ``traceparent`` makes the request part of the caller's trace; a missing or
     invalid one (and then ``tracestate`` too) is ignored and a new trace is
     started. The request's span gets a new span id, the caller's span being its
@@ -198,11 +205,13 @@ class RequestTracing:
         if self._tracer is None:
             if parent is None:
                 # Not sampled: nothing is recorded here, so downstream services
-                # decide for themselves (the Level 1 default for a new trace).
-                span: trace.Span = _RequestSpan(*_new_trace_ids(), 0, _EMPTY_TRACE_STATE)
+                # decide for themselves (the default for a new trace).
+                span: trace.Span = _RequestSpan(
+                    *_new_trace_ids(), _NEW_TRACE_FLAGS, _EMPTY_TRACE_STATE
+                )
             else:
-                trace_id, _, sampled, trace_state = parent
-                span = _RequestSpan(trace_id, _random_hex(8), sampled, trace_state)
+                trace_id, _, flags, trace_state = parent
+                span = _RequestSpan(trace_id, _random_hex(8), flags, trace_state)
             return context.attach(trace.set_span_in_context(span)), None
         span = self._start_server_span(self._tracer, scope, parent)
         current = context.set_value(_TRACER_KEY, self._tracer, trace.set_span_in_context(span))
@@ -245,12 +254,12 @@ class RequestTracing:
     ) -> trace.Span:
         parent_context = context.Context()
         if parent is not None:
-            trace_id, span_id, sampled, trace_state = parent
+            trace_id, span_id, flags, trace_state = parent
             remote = SpanContext(
                 int(trace_id, 16),
                 int(span_id, 16),
                 is_remote=True,
-                trace_flags=_FLAGS[sampled],
+                trace_flags=_FLAGS[flags],
                 trace_state=trace_state,
             )
             parent_context = trace.set_span_in_context(NonRecordingSpan(remote), parent_context)
@@ -270,7 +279,7 @@ class RequestTracing:
 
 
 def _extract(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, str, int, TraceState] | None:
-    """Return the caller's (trace id, span id, sampled flag, trace state), or None."""
+    """Return the caller's (trace id, span id, flags, trace state), or None."""
     traceparent = None
     tracestate: list[bytes] = []
     for name, value in headers:
@@ -285,15 +294,11 @@ def _extract(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, str, int, Tra
     parsed = _parse_traceparent(traceparent)
     if parsed is None:
         return None
-    trace_id, span_id, sampled = parsed
-    # Parsed only once traceparent is valid, as the spec requires. An invalid
-    # tracestate is dropped as a whole; the trace continues without it.
-    trace_state = (
-        TraceState.from_header([value.decode("latin-1") for value in tracestate])
-        if tracestate
-        else _EMPTY_TRACE_STATE
-    )
-    return trace_id, span_id, sampled, trace_state
+    trace_id, span_id, flags = parsed
+    # Parsed only once traceparent is valid, as the spec requires; invalid
+    # members are dropped one by one (see the tracestate module).
+    trace_state = parse_tracestate(tracestate) if tracestate else _EMPTY_TRACE_STATE
+    return trace_id, span_id, flags, trace_state
 
 
 def add_trace_ids(_logger: WrappedLogger, _method_name: str, event_dict: EventDict) -> EventDict:
@@ -325,17 +330,31 @@ def _current_tracer() -> trace.Tracer:
 async def inject_trace_headers(request: httpx.Request) -> None:
     """Propagate the current trace on an outbound request (httpx request hook).
 
-    Sets ``traceparent`` (the current trace id; as parent id, the current
-    span's id) and passes ``tracestate`` on. When the current span is being
-    recorded (SDK configured), a CLIENT span is started for the call and is
-    the parent instead; :func:`end_client_span` must be the response hook::
+    Sets ``traceparent`` (the current trace id and flags) and passes
+    ``tracestate`` on. Each call is an operation of its own, so its parent id
+    is new: the id of a CLIENT span started for the call when the current
+    span is being recorded (SDK configured), otherwise a new span id that is
+    sent but not recorded. The request's span (and its id on log lines) stays
+    current. :func:`end_client_span` must be the response hook::
 
         httpx.AsyncClient(
             event_hooks={"request": [inject_trace_headers], "response": [end_client_span]}
         )
     """
-    if not trace.get_current_span().is_recording():
-        propagate.inject(request.headers)
+    current = trace.get_current_span()
+    if not current.is_recording():
+        span_context = current.get_span_context()
+        if not span_context.is_valid:
+            propagate.inject(request.headers)  # outside a trace: other propagators only
+            return
+        call = SpanContext(
+            span_context.trace_id,
+            getrandbits(64) or 1,  # 0 is the invalid span id
+            is_remote=False,
+            trace_flags=span_context.trace_flags,
+            trace_state=span_context.trace_state,
+        )
+        propagate.inject(request.headers, context=trace.set_span_in_context(NonRecordingSpan(call)))
         return
     url = request.url
     # netloc excludes credentials; the query string is left out as it may hold secrets.
