@@ -9,7 +9,6 @@ it again.
 from __future__ import annotations
 
 import asyncio
-import gc
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -17,6 +16,7 @@ import structlog
 from fastapi import FastAPI
 
 from {{ cookiecutter.package_name }} import __version__, health
+from {{ cookiecutter.package_name }}.collector import GarbageCollector
 from {{ cookiecutter.package_name }}.db import Database, close_pool, create_pool, is_unavailable
 from {{ cookiecutter.package_name }}.deadline import Deadlines
 from {{ cookiecutter.package_name }}.health import HEALTH_PATHS, Health
@@ -56,9 +56,6 @@ if TYPE_CHECKING:
     from {{ cookiecutter.package_name }}.observability.logging import AccessLog
 
 log = structlog.get_logger(__name__)
-
-# Allocations before a young collection, and the two generations' ratios (default 700, 10, 10).
-GC_THRESHOLDS = (10_000, 20, 20)
 
 
 def breaker_config(settings: BreakerSettings) -> BreakerConfig:
@@ -187,20 +184,15 @@ def create_app(settings: Settings) -> FastAPI:
         )
         loop_monitor.start()
         drain.install()
-        # Everything built so far lives as long as the process: collect once, then
-        # keep the collector from rescanning it (full collections under load took
-        # 40-75 ms each over ~70k start-up objects, and showed as p99 latency).
-        gc.collect()
-        gc.freeze()
-        # Requests free their objects by reference counting; the cycle collector's
-        # young-generation passes at the default 700 allocations mostly rescan the
-        # objects of requests still in flight (~8% of CPU at 64 connections).
-        gc.set_threshold(*GC_THRESHOLDS)
+        # Last: everything built so far lives as long as the process and is frozen.
+        garbage = GarbageCollector()
+        garbage.start()
         log.info("started", port=settings.port, environment=settings.environment.value)
         try:
             yield
         finally:
             drain.uninstall()
+            await garbage.stop()
             await loop_monitor.stop()
             await http_client.aclose()
             await close_pool(pool, settings.db.close_timeout)
@@ -253,6 +245,7 @@ def create_app(settings: Settings) -> FastAPI:
         stats=stats,
         deadlines=deadlines,
         timeout=settings.limits.request_timeout,
+        max_body_bytes=settings.limits.max_body_bytes,
 {%- if cookiecutter.metrics == "prometheus" %}
         on_shed=metrics.shed.inc,
 {%- endif %}

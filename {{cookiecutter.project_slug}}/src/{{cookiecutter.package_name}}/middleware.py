@@ -10,7 +10,9 @@ own modules; this one only sequences them:
 2. the request id is taken from ``X-Request-ID`` (1-128 characters of
    ``[A-Za-z0-9._:-]``) or generated, set in `request_id_var` and echoed back;
 3. each hook's `request_started` runs (tracing makes the request's span current);
-4. `RequestStats.admit` sheds the request (503 + `Retry-After`) or counts it in;
+4. a body declared larger than `max_body_bytes` is answered 413 at once; a body of
+   unknown length is counted as the app reads it and cut off with 413 (`body_limit`);
+   then `RequestStats.admit` sheds the request (503 + `Retry-After`) or counts it in;
 5. the app runs within the request deadline: past it, the handler is cancelled (a
    pooled connection it held is released) and answered 504;
 6. an exception that escapes is logged once with a structured traceback and answered
@@ -29,6 +31,12 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import structlog
 
+from {{ cookiecutter.package_name }}.body_limit import (
+    CLOSE,
+    LimitedReceive,
+    declared_length,
+    too_large_detail,
+)
 from {{ cookiecutter.package_name }}.observability.logging import AccessLog, request_id_var
 from {{ cookiecutter.package_name }}.problems import retry_after, send_problem
 
@@ -137,6 +145,7 @@ class ServiceMiddleware:
         "_hooks",
         "_log",
         "_log_exempt",
+        "_max_body_bytes",
         "_on_shed",
         "_reversed_hooks",
         "_stats",
@@ -153,13 +162,14 @@ class ServiceMiddleware:
         on_shed: Callable[[], None] | None = None,
         deadlines: Deadlines | None = None,
         timeout: float = 0.0,
+        max_body_bytes: int = 0,
         hooks: Sequence[RequestHook] = (),
         access_log: AccessLog | None = None,
     ) -> None:
         """Wrap `app`; build it after logging is configured (it binds its logger).
 
         `access_log` is what `configure_logging` returns; by default, lines go
-        through structlog.
+        through structlog. `max_body_bytes` 0 sets no body limit.
         """
         self._access_log = access_log if access_log is not None else AccessLog()
         self._app = app
@@ -169,6 +179,7 @@ class ServiceMiddleware:
         self._on_shed = on_shed
         self._deadlines = deadlines if timeout > 0 else None
         self._timeout = timeout
+        self._max_body_bytes = max_body_bytes
         self._hooks = tuple(hooks)
         self._reversed_hooks = self._hooks[::-1]
         # Bound once: each call on the lazy proxy would resolve it again.
@@ -215,9 +226,24 @@ class ServiceMiddleware:
         error: Exception | None = None
         seconds = 0.0
         route = None
+        too_large = False
+        if self._max_body_bytes:
+            length = declared_length(scope["headers"])
+            if length is None:
+                receive = LimitedReceive(receive, self._max_body_bytes)
+            else:
+                too_large = length > self._max_body_bytes
         try:
             try:
-                if stats is not None and not stats.admit():
+                if too_large:
+                    await send_problem(
+                        send_with_request_id,
+                        413,
+                        too_large_detail(self._max_body_bytes),
+                        instance=scope["path"],
+                        headers=CLOSE,
+                    )
+                elif stats is not None and not stats.admit():
                     await self._shed(send_with_request_id)
                 elif deadline is None:
                     admitted = stats is not None

@@ -1,0 +1,53 @@
+"""Cyclic garbage collection for a process that serves requests.
+
+Requests free almost everything by reference counting; what they leave in reference
+cycles (a rejected request's exception, its traceback and frames, and the body those
+still hold) waits for the cycle collector. CPython starts a collection only after enough
+allocations, so an idle process, or one serving few large requests, can hold such
+garbage indefinitely (48 rejected 10 MB bodies kept ~450 MB). `GarbageCollector`:
+
+- collects once at start-up and freezes what exists then (the app, its routes, imported
+  modules live as long as the process: no later collection rescans them);
+- raises the young generation's threshold, since its passes at the default 700
+  allocations mostly rescan the objects of requests still in flight;
+- and, so that none of this lets garbage pile up, runs a full collection every
+  `interval` seconds: what a burst left behind is gone a moment after it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+from typing import Final
+
+# Allocations before a young collection (CPython's default: 700).
+YOUNG_THRESHOLD: Final = 10_000
+
+
+class GarbageCollector:
+    """Freezes the start-up heap, then collects every `interval` seconds."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        """Collect every `interval` seconds once started."""
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Freeze what exists now and start collecting on the running loop."""
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(YOUNG_THRESHOLD)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="gc")
+
+    async def stop(self) -> None:
+        """Stop the periodic collections."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            gc.collect()
