@@ -80,3 +80,10 @@ async def test_nul_characters_are_422_and_nothing_is_stored(
 async def test_json_types_are_strict(client: httpx.AsyncClient, body: dict[str, object]) -> None:
     assert_invalid(await client.post("/items", json=body))
     assert await count_items(client) == 0
+
+
+async def test_a_whole_number_written_as_a_float_is_an_integer(client: httpx.AsyncClient) -> None:
+    # JSON Schema's `integer` includes 250.0: the OpenAPI document promises it.
+    response = await client.post("/items", json={"name": "float price", "price_cents": 250.0})
+    assert response.status_code == 201, response.text
+    assert response.json()["price_cents"] == 250

@@ -43,6 +43,7 @@ from {{ cookiecutter.package_name }}.observability.tracing import (
     query_span,
 )
 {%- endif %}
+from {{ cookiecutter.package_name }}.openapi import document_problems
 from {{ cookiecutter.package_name }}.problems import install_problem_handlers
 from {{ cookiecutter.package_name }}.resilience import BreakerConfig, CircuitBreaker, CircuitState
 from {{ cookiecutter.package_name }}.settings import BreakerSettings, Settings, load_settings
@@ -216,6 +217,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.drain = drain
     app.state.stats = stats
     install_problem_handlers(app)
+    document_problems(app)
     # Requests are matched against the routes in order: the probes (three plain routes,
     # cheap to rule out) and the API first, the OpenAPI and docs pages that FastAPI
     # registered at creation last.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 # The columns' own ranges (bigint, integer), so that a number PostgreSQL cannot hold is a
 # 422 in validation, never a driver error; the OpenAPI document shows the same bounds.
@@ -20,9 +20,16 @@ Name = Annotated[
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=STORABLE_TEXT),
 ]
 Description = Annotated[str, StringConstraints(max_length=2000, pattern=STORABLE_TEXT)]
-PriceCents = Annotated[int, Field(ge=0, le=INT32_MAX)]
+
+
+def _whole_number(value: object) -> object:
+    # JSON Schema's `integer` includes 579.0, which strict validation would refuse.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+PriceCents = Annotated[int, Field(ge=0, le=INT32_MAX), BeforeValidator(_whole_number)]
 # Request bodies are strict about JSON types, as their schema is: `false` is not 0 and
-# 12 is not "12".
+# "12" is not 12.
 _REQUEST = ConfigDict(extra="forbid", strict=True)
 
 
