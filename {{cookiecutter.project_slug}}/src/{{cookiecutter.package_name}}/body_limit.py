@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, Final
 
 from starlette.exceptions import HTTPException
 
+from {{ cookiecutter.package_name }}.problems import send_problem
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from starlette.types import Message, Receive
+    from starlette.types import Message, Receive, Send
 
-__all__ = ["CLOSE", "BodyTooLargeError", "LimitedReceive", "declared_length", "too_large_detail"]
+__all__ = ["BodyTooLargeError", "LimitedReceive", "limit_body", "send_too_large"]
 
 CLOSE: Final = {"Connection": "close"}
 _CONTENT_LENGTH: Final = b"content-length"
@@ -69,3 +71,22 @@ class LimitedReceive:
             if self._received > self._limit:
                 raise BodyTooLargeError(self._limit)
         return message
+
+
+def limit_body(
+    receive: Receive, headers: Sequence[tuple[bytes, bytes]], limit: int
+) -> Receive | None:
+    """The `receive` to hand the app, or None when the declared length passes `limit`.
+
+    A declared length is exact (the server ends the body there), so only a body of
+    unknown length needs counting.
+    """
+    length = declared_length(headers)
+    if length is None:
+        return LimitedReceive(receive, limit)
+    return receive if length <= limit else None
+
+
+async def send_too_large(send: Send, limit: int, path: str) -> None:
+    """Answer 413 before the app runs."""
+    await send_problem(send, 413, too_large_detail(limit), instance=path, headers=CLOSE)

@@ -31,12 +31,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import structlog
 
-from {{ cookiecutter.package_name }}.body_limit import (
-    CLOSE,
-    LimitedReceive,
-    declared_length,
-    too_large_detail,
-)
+from {{ cookiecutter.package_name }}.body_limit import limit_body, send_too_large
 from {{ cookiecutter.package_name }}.observability.logging import AccessLog, request_id_var
 from {{ cookiecutter.package_name }}.problems import retry_after, send_problem
 
@@ -226,32 +221,22 @@ class ServiceMiddleware:
         error: Exception | None = None
         seconds = 0.0
         route = None
-        too_large = False
+        body: Receive | None = receive
         if self._max_body_bytes:
-            length = declared_length(scope["headers"])
-            if length is None:
-                receive = LimitedReceive(receive, self._max_body_bytes)
-            else:
-                too_large = length > self._max_body_bytes
+            body = limit_body(receive, scope["headers"], self._max_body_bytes)
         try:
             try:
-                if too_large:
-                    await send_problem(
-                        send_with_request_id,
-                        413,
-                        too_large_detail(self._max_body_bytes),
-                        instance=scope["path"],
-                        headers=CLOSE,
-                    )
+                if body is None:
+                    await send_too_large(send_with_request_id, self._max_body_bytes, scope["path"])
                 elif stats is not None and not stats.admit():
                     await self._shed(send_with_request_id)
                 elif deadline is None:
                     admitted = stats is not None
-                    await self._app(scope, receive, send_with_request_id)
+                    await self._app(scope, body, send_with_request_id)
                 else:
                     admitted = stats is not None
                     async with deadline:
-                        await self._app(scope, receive, send_with_request_id)
+                        await self._app(scope, body, send_with_request_id)
             except Exception as exc:  # noqa: BLE001 - last resort: logged, answered, not re-raised
                 if status == 0 and deadline is not None and deadline.expired:
                     await send_problem(
