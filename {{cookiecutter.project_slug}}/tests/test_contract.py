@@ -41,8 +41,13 @@ def test_every_operation_keeps_its_contract(database_url: str, tmp_path: Path) -
             for path_item in document["paths"].values()
             for method in path_item
         )
+        if not operations:
+            # A service without routes of its own yet (schemathesis refuses an empty
+            # document); the first route added is fuzzed from then on.
+            assert document["paths"] == {}
+            return
         examples = os.environ.get("FUZZ_EXAMPLES") or str(
-            max(50, math.ceil(MIN_CASES / max(operations, 1)))
+            max(50, math.ceil(MIN_CASES / operations))
         )
         seed = os.environ.get("FUZZ_SEED", "" if "FUZZ_EXAMPLES" in os.environ else DEFAULT_SEED)
         report_path = tmp_path / "report.json"
@@ -72,6 +77,5 @@ def test_every_operation_keeps_its_contract(database_url: str, tmp_path: Path) -
         assert report["failures"] == [], output
         assert report["errors"] == [], output
         assert report["operations"]["tested"] == operations, output
-        if operations:
-            assert report["test_cases"]["generated"] >= MIN_CASES, output
+        assert report["test_cases"]["generated"] >= MIN_CASES, output
         assert service.process.poll() is None
