@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import platform
+import sys
 import weakref
+
+import pytest
 
 from {{ cookiecutter.package_name }}.collector import YOUNG_THRESHOLD, GarbageCollector
 
@@ -35,3 +39,10 @@ async def test_cycles_are_collected_while_idle() -> None:
     finally:
         await collector.stop()
         gc.set_threshold(*thresholds)
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc only"
+)
+def test_freed_memory_is_handed_back_to_glibc() -> None:
+    assert GarbageCollector()._trim is not None

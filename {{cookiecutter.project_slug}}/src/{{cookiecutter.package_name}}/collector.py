@@ -11,18 +11,37 @@ garbage indefinitely (48 rejected 10 MB bodies kept ~450 MB). `GarbageCollector`
 - raises the young generation's threshold, since its passes at the default 700
   allocations mostly rescan the objects of requests still in flight;
 - and, so that none of this lets garbage pile up, runs a full collection every
-  `interval` seconds: what a burst left behind is gone a moment after it ends.
+  `interval` seconds: what a burst left behind is gone a moment after it ends;
+- then hands freed memory back to the system where the C library allows it: glibc
+  keeps freed blocks in its heaps (its trim threshold grows with the largest block
+  freed), which kept 100-200 MB after a burst of large bodies even once every object
+  was gone. Measured: ~5 ms of CPU per second for both under load (see the README).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # Allocations before a young collection (CPython's default: 700).
 YOUNG_THRESHOLD: Final = 10_000
+
+
+def _malloc_trim() -> Callable[[], object] | None:
+    """The C library's `malloc_trim(0)` (glibc), or None where it has none (musl, macOS)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError, TypeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return lambda: trim(0)
 
 
 class GarbageCollector:
@@ -32,6 +51,7 @@ class GarbageCollector:
         """Collect every `interval` seconds once started."""
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
+        self._trim = _malloc_trim()
 
     def start(self) -> None:
         """Freeze what exists now and start collecting on the running loop."""
@@ -51,3 +71,5 @@ class GarbageCollector:
         while True:
             await asyncio.sleep(self.interval)
             gc.collect()
+            if self._trim is not None:
+                self._trim()
