@@ -28,7 +28,11 @@ def _opener(database_url: str) -> Callable[[], Awaitable[Streams]]:
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:<port> to the database; `cut()` drops everything, `restore()` heals."""
+    """Forwards 127.0.0.1:<port> to the database; `cut()` drops everything, `restore()` heals.
+
+    `cut_on(marker)` drops every connection (without refusing new ones) the moment a
+    client sends `marker`, to fail one exact statement, such as the pool's reset.
+    """
 
     def __init__(self, database_url: str) -> None:
         self._target = database_url
@@ -37,6 +41,7 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self.cut_off = False
         self.port = 0
+        self._marker: bytes | None = None
 
     @property
     def url(self) -> str:
@@ -59,12 +64,19 @@ class TcpProxy:
     def cut(self) -> None:
         """Reset every open connection and refuse new ones, as a dead database would."""
         self.cut_off = True
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
+        self._abort_all()
 
     def restore(self) -> None:
         self.cut_off = False
+
+    def cut_on(self, marker: bytes | None) -> None:
+        """Reset every connection as soon as a client sends `marker` (None: never)."""
+        self._marker = marker
+
+    def _abort_all(self) -> None:
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.cut_off:
@@ -76,13 +88,19 @@ class TcpProxy:
             writer.transport.abort()
             return
         self._writers |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        await asyncio.gather(
+            self._pipe(reader, up_writer, watch=True), self._pipe(up_reader, writer)
+        )
         self._writers -= {writer, up_writer}
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, watch: bool = False
+    ) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await reader.read(65536):
+                if watch and self._marker is not None and self._marker in data:
+                    self._abort_all()
+                    break
                 writer.write(data)
                 await writer.drain()
         writer.transport.abort()

@@ -9,7 +9,6 @@ it again.
 from __future__ import annotations
 
 import asyncio
-import gc
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -17,6 +16,7 @@ import structlog
 from fastapi import FastAPI
 
 from {{ cookiecutter.package_name }} import __version__, health
+from {{ cookiecutter.package_name }}.collector import GarbageCollector
 from {{ cookiecutter.package_name }}.db import open_database
 from {{ cookiecutter.package_name }}.deadline import Deadlines
 from {{ cookiecutter.package_name }}.health import HEALTH_PATHS, Health
@@ -43,6 +43,7 @@ from {{ cookiecutter.package_name }}.observability.tracing import (
     query_span,
 )
 {%- endif %}
+from {{ cookiecutter.package_name }}.openapi import document_problems
 from {{ cookiecutter.package_name }}.problems import install_problem_handlers
 from {{ cookiecutter.package_name }}.settings import Settings, load_settings
 from {{ cookiecutter.package_name }}.shedding import RequestStats
@@ -56,9 +57,6 @@ if TYPE_CHECKING:
     from {{ cookiecutter.package_name }}.resilience import CircuitBreaker, CircuitState
 
 log = structlog.get_logger(__name__)
-
-# Allocations before a young collection, and the two generations' ratios (default 700, 10, 10).
-GC_THRESHOLDS = (10_000, 20, 20)
 
 
 def add_routes(app: FastAPI, routes: Iterable[BaseRoute]) -> None:
@@ -172,15 +170,8 @@ def create_app(settings: Settings) -> FastAPI:
             )
             await stack.enter_async_context(loop_monitor.running())
             stack.enter_context(drain.installed())
-            # Everything built so far lives as long as the process: collect once, then
-            # keep the collector from rescanning it (full collections under load took
-            # 40-75 ms each over ~70k start-up objects, and showed as p99 latency).
-            gc.collect()
-            gc.freeze()
-            # Requests free their objects by reference counting; the cycle collector's
-            # young-generation passes at the default 700 allocations mostly rescan the
-            # objects of requests still in flight (~8% of CPU at 64 connections).
-            gc.set_threshold(*GC_THRESHOLDS)
+            # Last: everything built so far lives as long as the process and is frozen.
+            await stack.enter_async_context(GarbageCollector().running())
             log.info("started", port=settings.port, environment=settings.environment.value)
             yield
 
@@ -197,6 +188,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.drain = drain
     app.state.stats = stats
     install_problem_handlers(app)
+    document_problems(app)
     # Requests are matched against the routes in order: the probes (three plain routes,
     # cheap to rule out) and the API first, the OpenAPI and docs pages that FastAPI
     # registered at creation last.
@@ -226,6 +218,7 @@ def create_app(settings: Settings) -> FastAPI:
         stats=stats,
         deadlines=deadlines,
         timeout=settings.limits.request_timeout,
+        max_body_bytes=settings.limits.max_body_bytes,
 {%- if cookiecutter.metrics == "prometheus" %}
         on_shed=metrics.shed.inc,
 {%- endif %}

@@ -207,14 +207,21 @@ class _GuardedConnection:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        outcome = exc
         try:
             if self._connection is not None:
                 # release() resets the connection (and cancels a query a deadline
                 # interrupted), so the next borrower gets it clean.
                 await self._database.pool.release(self._connection)
+        except Exception as release_error:
+            # The connection died while the request held it (a server restart, a cut
+            # network): the database failed this call, whatever its statements did.
+            if not is_unavailable(release_error):
+                raise
+            outcome = release_error
         finally:
-            self._database.breaker.settle(self._admitted, exc)
+            self._database.breaker.settle(self._admitted, outcome)
             if self._span is not None:
                 self._span.__exit__(exc_type, exc, traceback)
-        if exc is not None and is_unavailable(exc):
-            raise DatabaseUnavailableError(str(exc) or type(exc).__name__) from exc
+        if outcome is not None and is_unavailable(outcome):
+            raise DatabaseUnavailableError(str(outcome) or type(outcome).__name__) from outcome

@@ -10,7 +10,9 @@ own modules; this one only sequences them:
 2. the request id is taken from ``X-Request-ID`` (1-128 characters of
    ``[A-Za-z0-9._:-]``) or generated, set in `request_id_var` and echoed back;
 3. each hook's `request_started` runs (tracing makes the request's span current);
-4. `RequestStats.admit` sheds the request (503 + `Retry-After`) or counts it in;
+4. a body declared larger than `max_body_bytes` is answered 413 at once; a body of
+   unknown length is counted as the app reads it and cut off with 413 (`body_limit`);
+   then `RequestStats.admit` sheds the request (503 + `Retry-After`) or counts it in;
 5. within the request deadline, each admission step (authentication, rate limiting)
    may turn the request away with a problem answer, or add response headers; then
    the app runs: past the deadline, the handler is cancelled (a pooled connection it
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import structlog
 
+from {{ cookiecutter.package_name }}.body_limit import limit_body, send_too_large
 from {{ cookiecutter.package_name }}.observability.logging import AccessLog, request_id_var, user_id_var
 from {{ cookiecutter.package_name }}.problems import retry_after, send_problem
 
@@ -171,6 +174,7 @@ class ServiceMiddleware:
         "_hooks",
         "_log",
         "_log_exempt",
+        "_max_body_bytes",
         "_on_shed",
         "_reversed_hooks",
         "_stats",
@@ -187,6 +191,7 @@ class ServiceMiddleware:
         on_shed: Callable[[], None] | None = None,
         deadlines: Deadlines | None = None,
         timeout: float = 0.0,
+        max_body_bytes: int = 0,
         hooks: Sequence[RequestHook] = (),
         admission: Sequence[AdmissionStep] = (),
         access_log: AccessLog | None = None,
@@ -194,7 +199,7 @@ class ServiceMiddleware:
         """Wrap `app`; build it after logging is configured (it binds its logger).
 
         `access_log` is what `configure_logging` returns; by default, lines go
-        through structlog.
+        through structlog. `max_body_bytes` 0 sets no body limit.
         """
         self._access_log = access_log if access_log is not None else AccessLog()
         self._app = app
@@ -204,6 +209,7 @@ class ServiceMiddleware:
         self._on_shed = on_shed
         self._deadlines = deadlines if timeout > 0 else None
         self._timeout = timeout
+        self._max_body_bytes = max_body_bytes
         self._hooks = tuple(hooks)
         self._admission = tuple(admission)
         self._reversed_hooks = self._hooks[::-1]
@@ -252,16 +258,21 @@ class ServiceMiddleware:
         error: Exception | None = None
         seconds = 0.0
         route = None
+        body: Receive | None = receive
+        if self._max_body_bytes:
+            body = limit_body(receive, scope["headers"], self._max_body_bytes)
         try:
             try:
-                if stats is not None and not stats.admit():
+                if body is None:
+                    await send_too_large(send_with_request_id, self._max_body_bytes, scope["path"])
+                elif stats is not None and not stats.admit():
                     await self._shed(send_with_request_id)
                 else:
                     admitted = stats is not None
                     handled = (
-                        self._admit_then_run(scope, receive, send_with_request_id, response_headers)
+                        self._admit_then_run(scope, body, send_with_request_id, response_headers)
                         if self._admission
-                        else self._app(scope, receive, send_with_request_id)
+                        else self._app(scope, body, send_with_request_id)
                     )
                     if deadline is None:
                         await handled

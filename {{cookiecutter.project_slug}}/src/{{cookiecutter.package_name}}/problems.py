@@ -15,6 +15,7 @@ import orjson
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from {{ cookiecutter.package_name }}.db import DatabaseUnavailableError
 from {{ cookiecutter.package_name }}.http_client import DownstreamStatusError
@@ -86,9 +87,26 @@ def retry_after(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at the request's path, for a 405's `Allow`.
+
+    Starlette names only the first matching route's methods, while FastAPI declares one
+    route per method (`GET` and `PATCH /items/{id}` are two routes).
+    """
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)  # noqa: S101 - registered for this type only
-    return problem(exc.status_code, str(exc.detail), instance=request.url.path, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+        headers = {**(headers or {}), "Allow": allowed_methods(request)}
+    return problem(exc.status_code, str(exc.detail), instance=request.url.path, headers=headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

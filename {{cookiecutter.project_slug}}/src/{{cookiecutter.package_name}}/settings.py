@@ -74,10 +74,11 @@ class HttpClientSettings(BaseModel):
 
 
 class LimitSettings(BaseModel):
-    """Load shedding and the per-request deadline."""
+    """Load shedding, the per-request deadline and the request body limit."""
 
     max_in_flight: int = Field(256, ge=1)
     request_timeout: float = Field(10.0, gt=0)
+    max_body_bytes: int = Field(1_048_576, ge=1)
 
 
 class ShutdownSettings(BaseModel):

@@ -5,13 +5,22 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
-from {{ cookiecutter.package_name }}.items.models import Item, ItemCreate, ItemPage, ItemUpdate
+from {{ cookiecutter.package_name }}.items.models import (
+    INT64_MAX,
+    Item,
+    ItemCreate,
+    ItemPage,
+    ItemUpdate,
+)
 from {{ cookiecutter.package_name }}.items.repository import DuplicateItemError, ItemRepository
 from {{ cookiecutter.package_name }}.problems import problem
 
 router = APIRouter(prefix="/items", tags=["items"])
+
+# Ids are the table's bigint: a larger number is a 422 here, not a driver error.
+ItemIdPath = Annotated[int, Path(ge=1, le=INT64_MAX)]
 
 Responses = dict[int | str, dict[str, Any]]
 _NOT_FOUND: Responses = {
@@ -46,7 +55,7 @@ def _taken(name: str, request: Request) -> Response:
 
 # Declared in the order requests are matched: reads, the most frequent, first.
 @router.get("/{item_id}", response_model=Item, responses=_NOT_FOUND)
-async def get_item(item_id: int, request: Request) -> Response:
+async def get_item(item_id: ItemIdPath, request: Request) -> Response:
     """One item by id."""
     row = await items_of(request).get(item_id)
     return _json(row) if row is not None else _missing(item_id, request)
@@ -55,7 +64,9 @@ async def get_item(item_id: int, request: Request) -> Response:
 @router.get("", response_model=ItemPage)
 async def list_items(
     request: Request,
-    after: Annotated[int | None, Query(ge=0, description="Last id of the previous page")] = None,
+    after: Annotated[
+        int, Query(ge=0, le=INT64_MAX, description="Last id of the previous page; 0 to start")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Response:
     """Items in id order, `limit` at a time."""
@@ -77,7 +88,7 @@ async def create_item(body: ItemCreate, request: Request) -> Response:
 
 
 @router.patch("/{item_id}", response_model=Item, responses=_NOT_FOUND | _CONFLICT)
-async def update_item(item_id: int, body: ItemUpdate, request: Request) -> Response:
+async def update_item(item_id: ItemIdPath, body: ItemUpdate, request: Request) -> Response:
     """Change the fields sent."""
     try:
         row = await items_of(request).update(item_id, body)
@@ -87,7 +98,7 @@ async def update_item(item_id: int, body: ItemUpdate, request: Request) -> Respo
 
 
 @router.delete("/{item_id}", status_code=204, responses=_NOT_FOUND)
-async def delete_item(item_id: int, request: Request) -> Response:
+async def delete_item(item_id: ItemIdPath, request: Request) -> Response:
     """Delete one item."""
     if await items_of(request).delete(item_id):
         return Response(status_code=204)
