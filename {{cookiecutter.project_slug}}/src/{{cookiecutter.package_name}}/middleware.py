@@ -260,7 +260,7 @@ class ServiceMiddleware:
                     admitted = stats is not None
                     handled = (
                         self._admit_then_run(scope, receive, send_with_request_id, response_headers)
-                        if self._admission
+                        if self._admission and not exempt
                         else self._app(scope, receive, send_with_request_id)
                     )
                     if deadline is None:
