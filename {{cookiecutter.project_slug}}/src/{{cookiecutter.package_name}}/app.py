@@ -256,6 +256,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.drain = drain
     app.state.stats = stats
+{%- if cookiecutter.redis == "yes" %}
+    app.state.rate_limiter = rate_limiter
+{%- endif %}
     install_problem_handlers(app)
     # Requests are matched against the routes in order: the probes (three plain routes,
     # cheap to rule out) and the API first, the OpenAPI and docs pages that FastAPI
