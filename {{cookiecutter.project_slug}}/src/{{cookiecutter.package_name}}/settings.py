@@ -105,8 +105,8 @@ class LogSettings(BaseModel):
 class RatePolicy(BaseModel):
     """Requests a caller may make: `limit` per `window_seconds`, up to `burst` at once."""
 
-    limit: int = Field(ge=1)
-    window_seconds: float = Field(gt=0)
+    limit: int = Field(100, ge=1)
+    window_seconds: float = Field(60.0, gt=0)
     burst: int | None = Field(None, ge=1)  # None: the limit itself
 
 
@@ -114,7 +114,7 @@ class RateLimitSettings(BaseModel):
     """Distributed rate limits (GCRA in Redis), per caller and policy."""
 
     enabled: bool = True
-    default: RatePolicy = RatePolicy(limit=100, window_seconds=60)
+    default: RatePolicy = RatePolicy()
     # "METHOD /template" or "/template" (any method) -> policy; the first match wins.
     routes: dict[str, RatePolicy] = {}
     exempt_paths: frozenset[str] = frozenset(
