@@ -264,11 +264,18 @@ def make_idempotent(
 
     The route is replaced by a copy in `routes`: the router it came from stays as it was.
     """
-    index, route = next(
-        (i, r)
-        for i, r in enumerate(routes)
-        if isinstance(r, APIRoute) and r.path == path and method in (r.methods or ())
+    found = next(
+        (
+            (i, r)
+            for i, r in enumerate(routes)
+            if isinstance(r, APIRoute) and r.path == path and method in (r.methods or ())
+        ),
+        None,
     )
+    if found is None:
+        msg = f"no route {method} {path} to make idempotent"
+        raise LookupError(msg)
+    index, route = found
     route = copy.copy(route)
     route.app = Idempotent(route.app, settings, api_key_header=api_key_header)
     problem: dict[str, Any] = {"content": {"application/problem+json": {}}}
