@@ -20,7 +20,7 @@ async def test_commands_pool_and_failed_open_are_exported(
 ) -> None:
     async with serving(redis_settings(database_url, redis_url, prefix)) as (_, http):
         for _ in range(3):
-            await http.get("/items/1")
+            await http.get("/nope")
         text = (await http.get("/metrics")).text
     assert sample(text, "redis_commands_total") >= 3
     assert sample(text, "redis_errors_total") == 0
@@ -30,7 +30,7 @@ async def test_commands_pool_and_failed_open_are_exported(
     dead = f"redis://127.0.0.1:{free_port()}/0"
     async with serving(redis_settings(database_url, dead, prefix)) as (_, http):
         for _ in range(3):
-            await http.get("/items/1")
+            await http.get("/nope")
         text = (await http.get("/metrics")).text
     assert sample(text, "rate_limit_failed_open_total") == 3
     assert sample(text, "redis_errors_total") >= 1

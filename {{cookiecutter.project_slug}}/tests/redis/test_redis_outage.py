@@ -22,7 +22,7 @@ async def load(http: httpx.AsyncClient, seconds: float, concurrency: int = 8) ->
 
     async def worker() -> None:
         while asyncio.get_running_loop().time() < deadline:
-            statuses.append((await http.get("/items/1")).status_code)
+            statuses.append((await http.get("/nope")).status_code)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return statuses
@@ -62,7 +62,7 @@ async def test_outage_fails_open_and_recovers(
             status, check = await health(http)
             assert status == "warn"
             assert check["status"] == "warn"
-            limited = await http.get("/items/1")
+            limited = await http.get("/nope")
             assert "RateLimit" not in limited.headers
 
             proxy.restore()
@@ -70,7 +70,7 @@ async def test_outage_fails_open_and_recovers(
             after = await load(http, 0.5)
             assert set(after) == {404}
             assert breaker_state(app) is CircuitState.CLOSED
-            assert "RateLimit" in (await http.get("/items/1")).headers
+            assert "RateLimit" in (await http.get("/nope")).headers
             assert (await health(http))[1]["status"] == "pass"
     finally:
         await proxy.stop()
