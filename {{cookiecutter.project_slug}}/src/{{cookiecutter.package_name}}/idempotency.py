@@ -280,7 +280,7 @@ def make_idempotent(
     route.app = Idempotent(route.app, settings, api_key_header=api_key_header)
     problem: dict[str, Any] = {"content": {"application/problem+json": {}}}
     success = str(route.status_code or 200)
-    extra = {
+    extra: dict[str, Any] = {
         "parameters": [
             {
                 "name": HEADER,
@@ -305,5 +305,13 @@ def make_idempotent(
             "503": {"description": f"{HEADER} storage unavailable; retry later"} | problem,
         },
     }
+    # 409 and 422 gain a second meaning; a route that declares them keeps its description.
+    declared = {str(code) for code in route.responses}
+    for code, meaning in (
+        ("409", f"A request with this {HEADER} is in progress"),
+        ("422", f"Invalid request, or this {HEADER} was used with a different one"),
+    ):
+        if code not in declared:
+            extra["responses"][code] = {"description": meaning} | problem
     route.openapi_extra = {**(route.openapi_extra or {}), **extra}
     routes[index] = route
