@@ -25,7 +25,7 @@ from {{ cookiecutter.package_name }}.deadline import Deadlines
 from {{ cookiecutter.package_name }}.health import HEALTH_PATHS, Health
 from {{ cookiecutter.package_name }}.http_client import open_outbound_client
 {%- if cookiecutter.redis == "yes" and cookiecutter.include_example_api == "yes" %}
-from {{ cookiecutter.package_name }}.idempotency import make_idempotent
+from {{ cookiecutter.package_name }}.idempotent_routes import make_idempotent
 {%- endif %}
 {%- if cookiecutter.include_example_api == "yes" %}
 from {{ cookiecutter.package_name }}.items.routes import router as items_router

@@ -1,6 +1,6 @@
 """Idempotency keys for unsafe requests (draft-ietf-httpapi-idempotency-key-header).
 
-A route opts in with `make_idempotent(route, ...)` (see `app.py`): its ASGI app is
+A route opts in with `idempotent_routes.make_idempotent` (see `app.py`): its ASGI app is
 wrapped, so routes that do not opt in pay nothing. For a request that carries an
 ``Idempotency-Key``, scoped to the caller:
 
@@ -16,20 +16,17 @@ than running unprotected; requests without a key are not affected.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import secrets
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 import structlog
-from fastapi.routing import APIRoute
 
 from {{ cookiecutter.package_name }}.problems import retry_after, send_problem
 from {{ cookiecutter.package_name }}.rate_limit import caller_key
 
 if TYPE_CHECKING:
-    from starlette.routing import BaseRoute
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from {{ cookiecutter.package_name }}.redis_store import RedisStore
@@ -40,7 +37,7 @@ log = structlog.get_logger(__name__)
 HEADER: Final = "Idempotency-Key"
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
 _HEADER: Final = HEADER.lower().encode("ascii")
-_MAX_KEY_LENGTH: Final = 255
+MAX_KEY_LENGTH: Final = 255
 # Stored with the answer; the rest (request id, rate limits) belongs to each request.
 _KEPT_HEADERS: Final = frozenset(
     {
@@ -80,7 +77,7 @@ def parse_key(value: bytes) -> str | None:
     """
     if len(value) >= 2 and value[:1] == b'"' == value[-1:]:  # noqa: PLR2004 - two quotes
         value = value[1:-1]
-    if not 0 < len(value) <= _MAX_KEY_LENGTH or b'"' in value or b"\\" in value:
+    if not 0 < len(value) <= MAX_KEY_LENGTH or b'"' in value or b"\\" in value:
         return None
     if not all(0x20 <= byte <= 0x7E for byte in value):  # noqa: PLR2004 - printable ASCII
         return None
@@ -250,68 +247,3 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
 async def _problem(send: Send, scope: Scope, status: int, detail: str, retry: int = 0) -> None:
     headers = retry_after(retry) if retry else None
     await send_problem(send, status, detail, instance=scope["path"], headers=headers)
-
-
-def make_idempotent(
-    routes: list[BaseRoute],
-    method: str,
-    path: str,
-    settings: IdempotencySettings,
-    *,
-    api_key_header: str | None = None,
-) -> None:
-    """Let the route `method path` take an ``Idempotency-Key``, and say so in its OpenAPI.
-
-    The route is replaced by a copy in `routes`: the router it came from stays as it was.
-    """
-    found = next(
-        (
-            (i, r)
-            for i, r in enumerate(routes)
-            if isinstance(r, APIRoute) and r.path == path and method in (r.methods or ())
-        ),
-        None,
-    )
-    if found is None:
-        msg = f"no route {method} {path} to make idempotent"
-        raise LookupError(msg)
-    index, route = found
-    route = copy.copy(route)
-    route.app = Idempotent(route.app, settings, api_key_header=api_key_header)
-    problem: dict[str, Any] = {"content": {"application/problem+json": {}}}
-    success = str(route.status_code or 200)
-    extra: dict[str, Any] = {
-        "parameters": [
-            {
-                "name": HEADER,
-                "in": "header",
-                "required": False,
-                "description": "Makes a retry safe: the first answer is stored and replayed "
-                "(draft-ietf-httpapi-idempotency-key-header); scoped to the caller.",
-                "schema": {"type": "string", "minLength": 1, "maxLength": _MAX_KEY_LENGTH + 2},
-            }
-        ],
-        "responses": {
-            success: {
-                "headers": {
-                    REPLAYED_HEADER: {
-                        "description": "`?1` when this is the stored answer to an earlier request",
-                        "schema": {"type": "string"},
-                    }
-                }
-            },
-            "400": {"description": f"Malformed {HEADER}"} | problem,
-            "413": {"description": "Body too large to keep for replay"} | problem,
-            "503": {"description": f"{HEADER} storage unavailable; retry later"} | problem,
-        },
-    }
-    # 409 and 422 gain a second meaning; a route that declares them keeps its description.
-    declared = {str(code) for code in route.responses}
-    for code, meaning in (
-        ("409", f"A request with this {HEADER} is in progress"),
-        ("422", f"Invalid request, or this {HEADER} was used with a different one"),
-    ):
-        if code not in declared:
-            extra["responses"][code] = {"description": meaning} | problem
-    route.openapi_extra = {**(route.openapi_extra or {}), **extra}
-    routes[index] = route

@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 from fastapi import FastAPI, Response
 
-from {{ cookiecutter.package_name }}.idempotency import make_idempotent, parse_key
+from {{ cookiecutter.package_name }}.idempotency import parse_key
+from {{ cookiecutter.package_name }}.idempotent_routes import make_idempotent
 from {{ cookiecutter.package_name }}.redis_store import open_redis
 from {{ cookiecutter.package_name }}.settings import IdempotencySettings, RedisSettings
 
