@@ -28,6 +28,8 @@ def remove_disabled(answers: dict[str, object]) -> list[str]:
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
+            elif any(path == done or path.startswith(done + "/") for done in removed):
+                continue  # a file two options need, gone with the first
             else:
                 sys.exit(f"ERROR: conditional_files.toml names {path!r}, which the template lacks")
             removed.append(path)

@@ -73,6 +73,7 @@ MANIFEST_CASES = [
     ("include_example_api", "no", ["src/my_service/items", "src/my_service/migrations/0001_items.sql", "tests/test_items.py"]),
     ("tracing", "none", ["src/my_service/observability/tracing.py", "tests/test_tracing.py"]),
     ("metrics", "none", ["src/my_service/observability/metrics.py", "tests/test_metrics.py"]),
+    ("redis", "no", ["src/my_service/redis_store.py", "src/my_service/rate_limit.py", "src/my_service/idempotency.py", "src/my_service/locks.py", "src/my_service/jobs.py", "tests/redis"]),
     ("kubernetes", "no", ["deploy"]),
 ]  # fmt: skip
 

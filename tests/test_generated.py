@@ -25,13 +25,14 @@ CODE_OPTIONS = {
     "include_example_api": ["yes", "no"],
     "tracing": ["opentelemetry", "none"],
     "metrics": ["prometheus", "none"],
+    "redis": ["yes", "no"],
 }
 # Test suites run for a representative set: defaults on every Python, everything off,
-# mixed options, and one with DATABASE_URL unset (the throwaway PostgreSQL path).
+# mixed options, and one with DATABASE_URL and REDIS_URL unset (the throwaway servers' path).
 SUITES = [
     pytest.param("3.12", {}, True, id="defaults-py3.12"),
-    pytest.param("3.13", {"include_example_api": "no", "tracing": "none", "metrics": "none"}, True, id="all-off-py3.13"),
-    pytest.param("3.11", {"tracing": "none"}, False, id="no-tracing-py3.11-embedded-postgres"),
+    pytest.param("3.13", {"include_example_api": "no", "tracing": "none", "metrics": "none", "redis": "no"}, True, id="all-off-py3.13"),
+    pytest.param("3.11", {"tracing": "none"}, False, id="no-tracing-py3.11-embedded-postgres-and-redis"),
     pytest.param("3.12", {"metrics": "none", "include_example_api": "no"}, True, id="no-metrics-no-example-py3.12"),
 ]  # fmt: skip
 
@@ -102,8 +103,9 @@ def project_env(project: Path, *, database_url: bool) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = f"{project / 'src'}{os.pathsep}{project}"
     env["MYPYPATH"] = str(project / "src")
-    if not database_url:
+    if not database_url:  # the throwaway servers' path
         env.pop("DATABASE_URL", None)
+        env.pop("REDIS_URL", None)
     return env
 
 

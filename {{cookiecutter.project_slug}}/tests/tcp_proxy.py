@@ -1,4 +1,4 @@
-"""A TCP proxy in front of PostgreSQL that a test can cut and restore: a real outage."""
+"""A TCP proxy in front of PostgreSQL (or Redis) that a test can cut and restore: a real outage."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 def _opener(database_url: str) -> Callable[[], Awaitable[Streams]]:
     parts = urlsplit(database_url)
+    if parts.scheme.startswith("redis"):
+        redis_address = (parts.hostname or "127.0.0.1", parts.port or 6379)
+        return lambda: asyncio.open_connection(*redis_address)
     socket_dir = parse_qs(parts.query).get("host", [""])[0]
     port = parts.port or 5432
     if socket_dir.startswith("/"):  # the throwaway server listens on a unix socket only
@@ -47,6 +50,8 @@ class TcpProxy:
     def url(self) -> str:
         """The database URL as seen through the proxy."""
         parts = urlsplit(self._target)
+        if parts.scheme.startswith("redis"):
+            return f"redis://127.0.0.1:{self.port}{parts.path}"
         database = parts.path.lstrip("/")
         user = parts.username or "postgres"
         return with_database(f"postgresql://{user}@127.0.0.1:{self.port}", database)

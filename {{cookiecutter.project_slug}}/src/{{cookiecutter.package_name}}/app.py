@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack, asynccontextmanager
+{%- if cookiecutter.redis == "yes" and cookiecutter.tracing == "opentelemetry" %}
+from functools import partial
+{%- endif %}
 from typing import TYPE_CHECKING
 
 import structlog
@@ -21,10 +24,19 @@ from {{ cookiecutter.package_name }}.db import open_database
 from {{ cookiecutter.package_name }}.deadline import Deadlines
 from {{ cookiecutter.package_name }}.health import HEALTH_PATHS, Health
 from {{ cookiecutter.package_name }}.http_client import open_outbound_client
+{%- if cookiecutter.redis == "yes" and cookiecutter.include_example_api == "yes" %}
+from {{ cookiecutter.package_name }}.idempotent_routes import make_idempotent
+{%- endif %}
 {%- if cookiecutter.include_example_api == "yes" %}
 from {{ cookiecutter.package_name }}.items.routes import router as items_router
 {%- endif %}
+{%- if cookiecutter.redis == "yes" %}
+from {{ cookiecutter.package_name }}.jobs import heartbeat, run_periodic
+{%- endif %}
 from {{ cookiecutter.package_name }}.lifecycle import Drain
+{%- if cookiecutter.redis == "yes" %}
+from {{ cookiecutter.package_name }}.locks import Locks
+{%- endif %}
 from {{ cookiecutter.package_name }}.middleware import ServiceMiddleware
 from {{ cookiecutter.package_name }}.migrate import run_migrations
 from {{ cookiecutter.package_name }}.observability.event_loop import LoopLagMonitor
@@ -32,6 +44,9 @@ from {{ cookiecutter.package_name }}.observability.logging import configure_logg
 {%- if cookiecutter.metrics == "prometheus" %}
 from {{ cookiecutter.package_name }}.observability.metrics import METRICS_PATH, Metrics
 from {{ cookiecutter.package_name }}.observability.metrics import routes as metrics_routes
+{%- endif %}
+{%- if cookiecutter.redis == "yes" and cookiecutter.metrics == "prometheus" %}
+from {{ cookiecutter.package_name }}.observability.redis_metrics import RedisCollector
 {%- endif %}
 {%- if cookiecutter.tracing == "opentelemetry" %}
 from {{ cookiecutter.package_name }}.observability.tracing import (
@@ -45,6 +60,10 @@ from {{ cookiecutter.package_name }}.observability.tracing import (
 {%- endif %}
 from {{ cookiecutter.package_name }}.openapi import document_problems
 from {{ cookiecutter.package_name }}.problems import install_problem_handlers
+{%- if cookiecutter.redis == "yes" %}
+from {{ cookiecutter.package_name }}.rate_limit import RateLimiter, install_openapi
+from {{ cookiecutter.package_name }}.redis_store import open_redis
+{%- endif %}
 from {{ cookiecutter.package_name }}.settings import Settings, load_settings
 from {{ cookiecutter.package_name }}.shedding import RequestStats
 
@@ -105,6 +124,15 @@ def create_app(settings: Settings) -> FastAPI:
     drain = Drain(settings.shutdown.drain_seconds)
     stats = RequestStats(settings.limits.max_in_flight)
     deadlines = Deadlines()
+{%- if cookiecutter.redis == "yes" %}
+    # Without a Redis URL there are no rate limits, idempotency keys or jobs (logged).
+    redis_on = settings.redis.url is not None
+    rate_limiter = (
+        RateLimiter(settings.redis.rate_limit)
+        if redis_on and settings.redis.rate_limit.enabled
+        else None
+    )
+{%- endif %}
 
     def breaker_changed(breaker: CircuitBreaker, old: CircuitState, new: CircuitState) -> None:
         log.warning("circuit_state_changed", breaker=breaker.name, old=old.value, new=new.value)
@@ -147,8 +175,37 @@ def create_app(settings: Settings) -> FastAPI:
                 )
             )
 
+{%- if cookiecutter.redis == "yes" %}
+            redis = app.state.redis = await stack.enter_async_context(
+                open_redis(
+                    settings.redis,
+                    service=settings.service_name,
+                    on_state_change=breaker_changed,
+{%- if cookiecutter.tracing == "opentelemetry" %}
+                    command_span=partial(query_span, system="redis")
+                    if tracer_provider is not None
+                    else None,
+{%- endif %}
+                )
+            )
+            if redis is not None:
+                locks = app.state.locks = Locks(redis, ttl=settings.redis.jobs.lock_seconds)
+                jobs = {"heartbeat": (settings.redis.jobs.heartbeat_seconds, heartbeat(redis))}
+                await stack.enter_async_context(run_periodic(redis, locks, jobs))
+{%- if cookiecutter.metrics == "prometheus" %}
+                collector = RedisCollector(redis, rate_limiter)
+                metrics.registry.register(collector)
+                stack.callback(metrics.registry.unregister, collector)
+{%- endif %}
+{%- endif %}
+
             def breakers() -> list[CircuitBreaker]:
+{%- if cookiecutter.redis == "yes" %}
+                optional = [redis.breaker] if redis is not None else []
+                return [db.breaker, *http_client.breakers.values(), *optional]
+{%- else %}
                 return [db.breaker, *http_client.breakers.values()]
+{%- endif %}
 {% if cookiecutter.metrics == "prometheus" %}
             def sampled(lag: float) -> None:
                 metrics.loop_lag.observe(lag)
@@ -164,6 +221,9 @@ def create_app(settings: Settings) -> FastAPI:
                 stats=stats,
                 loop_monitor=loop_monitor,
                 breakers=breakers,
+{%- if cookiecutter.redis == "yes" %}
+                extra_checks=[redis.health_checks] if redis is not None else [],
+{%- endif %}
                 max_in_flight=settings.limits.max_in_flight,
                 service=settings.service_name,
                 version=__version__,
@@ -187,6 +247,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.drain = drain
     app.state.stats = stats
+{%- if cookiecutter.redis == "yes" %}
+    app.state.rate_limiter = rate_limiter
+{%- endif %}
     install_problem_handlers(app)
     document_problems(app)
     # Requests are matched against the routes in order: the probes (three plain routes,
@@ -203,6 +266,21 @@ def create_app(settings: Settings) -> FastAPI:
     add_routes(app, metrics_routes)
 {%- endif %}
     app.router.routes.extend(docs_routes)
+{%- if cookiecutter.redis == "yes" %}
+    if rate_limiter is not None:
+        install_openapi(app, settings.redis.rate_limit.exempt_paths)
+{%- if cookiecutter.include_example_api == "yes" %}
+    if redis_on:
+        # A retried POST /items creates one item: its answer is stored and replayed.
+        make_idempotent(
+            app.router.routes,
+            "POST",
+            "/items",
+            settings.redis.idempotency,
+            api_key_header=settings.redis.rate_limit.api_key_header,
+        )
+{%- endif %}
+{%- endif %}
 
     # Probes and scrapes are exempt from shedding and deadlines, and not traced or logged.
 {%- if cookiecutter.metrics == "prometheus" %}
@@ -221,6 +299,9 @@ def create_app(settings: Settings) -> FastAPI:
         max_body_bytes=settings.limits.max_body_bytes,
 {%- if cookiecutter.metrics == "prometheus" %}
         on_shed=metrics.shed.inc,
+{%- endif %}
+{%- if cookiecutter.redis == "yes" %}
+        admission=[rate_limiter] if rate_limiter is not None else [],
 {%- endif %}
 {%- if cookiecutter.tracing == "opentelemetry" or cookiecutter.metrics == "prometheus" %}
         # Started in this order and finished in reverse, so that the access line is

@@ -24,7 +24,7 @@ from starlette.routing import Route
 from {{ cookiecutter.package_name }}.resilience import CircuitState
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Awaitable, Callable, Iterable
 
     from {{ cookiecutter.package_name }}.db import Database
     from {{ cookiecutter.package_name }}.lifecycle import Drain
@@ -71,6 +71,7 @@ class Health:
         cache_seconds: float = 1.0,
         lag_warn_seconds: float = 0.1,
         error_rate_warn: float = 0.05,
+        extra_checks: Iterable[Callable[[], Awaitable[dict[str, list[dict[str, Any]]]]]] = (),
     ) -> None:
         """Observe the given components; thresholds decide `warn`."""
         self.db = db
@@ -85,6 +86,8 @@ class Health:
         self.cache_seconds = cache_seconds
         self.lag_warn_seconds = lag_warn_seconds
         self.error_rate_warn = error_rate_warn
+        # Optional dependencies (Redis, a broker): reported, and `warn` at worst.
+        self.extra_checks = tuple(extra_checks)
         self._cached: tuple[float, DatabaseCheck] | None = None
         self._running: asyncio.Future[DatabaseCheck] | None = None
 
@@ -176,6 +179,8 @@ class Health:
                 )
             ],
         }
+        for extra_check in self.extra_checks:
+            checks |= await extra_check()
         ready, reason = await self.ready()
         downstream_open = any(
             b.state is CircuitState.OPEN for b in breakers if b is not self.db.breaker

@@ -271,7 +271,7 @@ class ServiceMiddleware:
                     admitted = stats is not None
                     handled = (
                         self._admit_then_run(scope, body, send_with_request_id, response_headers)
-                        if self._admission
+                        if self._admission and not exempt
                         else self._app(scope, body, send_with_request_id)
                     )
                     if deadline is None:

@@ -389,16 +389,20 @@ async def end_client_span(response: httpx.Response) -> None:
 
 
 def query_span(
-    operation: str, *, table: str | None = None, statement: str | None = None
+    operation: str,
+    *,
+    table: str | None = None,
+    statement: str | None = None,
+    system: str = "postgresql",
 ) -> AbstractContextManager[trace.Span]:
     """Return a context manager that records a CLIENT span for a database query.
 
     Meant for when the SDK is configured. Named ``"OPERATION table"`` (e.g.
     ``"SELECT items"``); ``statement`` should be the parameterised SQL text,
-    never one with values interpolated.
+    never one with values interpolated; ``system`` the store (``redis`` for its commands).
     """
     attributes: dict[str, AttributeValue] = {
-        "db.system.name": "postgresql",
+        "db.system.name": system,
         "db.operation.name": operation,
     }
     if table is not None:
