@@ -1,0 +1,156 @@
+"""Count the CPU instructions a server spends per request, with valgrind's callgrind.
+
+Requests per second swing 20-60 % on a shared machine; the instructions a server
+executes for the same requests do not depend on what else runs, so a difference of a
+few per cent between two servers shows up the same in every run. Used by
+`bench/run.py --instructions`:
+
+1. the server is started directly under `valgrind --tool=callgrind --instr-atstart=no`
+   (directly: valgrind does not follow an `exec` through `env` or a shell), so start-up
+   costs nothing and is not counted;
+2. this process, the client, sends `warmup` sequential keep-alive requests, uncounted
+   (caches, prepared statements, lazily built objects);
+3. `callgrind_control -i on`, `requests` more requests, `callgrind_control -i off`,
+   then `callgrind_control -d` writes the counts of that window to a file and zeroes
+   them, so one server process measures several routes in turn.
+
+Counted: every instruction of the server process in user space, all its threads
+(the event loop, an exporter's thread), between the toggles. Not counted: the client,
+PostgreSQL, and the kernel's side of system calls (a `write` or `getpid` costs the
+same instruction or two here whatever the kernel spends on it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HOST = "127.0.0.1"
+TOTALS = re.compile(rb"^totals:\s+(\d+)", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Route:
+    """What the client sends: `{n}` in `path` and `body` is the request's number."""
+
+    method: str
+    path: str
+    body: str | None = None
+    status: int = 200
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start one server: its command, environment and port."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    port: int
+
+
+def valgrind_available() -> str | None:
+    """Why the instruction count cannot run here, or None if it can."""
+    missing = [tool for tool in ("valgrind", "callgrind_control") if shutil.which(tool) is None]
+    if missing:
+        return f"{' and '.join(missing)} not found (Debian: apt-get install valgrind)"
+    return None
+
+
+def _control(pid: int, *args: str) -> None:
+    """Send `callgrind_control` a command and wait until the server has carried it out."""
+    subprocess.run(
+        ["callgrind_control", *args, str(pid)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=120,
+    )
+
+
+def _wait_ready(process: subprocess.Popen[bytes], port: int, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            connection = http.client.HTTPConnection(HOST, port, timeout=5)
+            connection.request("GET", "/health/live")
+            if connection.getresponse().status == 200:
+                connection.close()
+                return
+        time.sleep(0.25)
+    tail = log.read_text(errors="replace")[-4000:]
+    msg = f"{log.stem} did not become ready under valgrind on port {port}; log tail:\n{tail}"
+    raise RuntimeError(msg)
+
+
+def _send(connection: http.client.HTTPConnection, route: Route, first: int, count: int) -> None:
+    """`count` sequential requests on one keep-alive connection; each must succeed."""
+    headers = {"Content-Type": "application/json"} if route.body is not None else {}
+    for n in range(first, first + count):
+        body = route.body.replace("{n}", str(n)) if route.body is not None else None
+        connection.request(route.method, route.path.replace("{n}", str(n)), body, headers)
+        response = connection.getresponse()
+        response.read()
+        if response.status != route.status:
+            msg = f"{route.method} {route.path}: status {response.status}, not {route.status}"
+            raise RuntimeError(msg)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def count(
+    launch: Launch, routes: dict[str, Route], *, requests: int, warmup: int, workdir: Path
+) -> dict[str, float]:
+    """Instructions per request of `launch`'s server for each of `routes`, in one process."""
+    out = workdir / f"{launch.name}.callgrind"
+    log = workdir / f"{launch.name}.instructions.log"
+    argv = [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={out}",
+        *launch.argv,
+    ]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            argv,
+            cwd=launch.cwd,
+            env=launch.env,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    counts: dict[str, float] = {}
+    try:
+        _wait_ready(process, launch.port, log, timeout=600)
+        connection = http.client.HTTPConnection(HOST, launch.port, timeout=120)
+        for dump, (name, route) in enumerate(routes.items(), start=1):
+            _send(connection, route, 1, warmup)
+            _control(process.pid, "--instr=on")
+            _send(connection, route, warmup + 1, requests)
+            _control(process.pid, "--instr=off")
+            _control(process.pid, "--dump")
+            found = TOTALS.search(Path(f"{out}.{dump}").read_bytes())
+            if found is None:
+                msg = f"no totals in {out}.{dump}"
+                raise RuntimeError(msg)
+            counts[name] = int(found.group(1)) / requests
+        connection.close()
+    finally:
+        _stop(process)
+    return counts
