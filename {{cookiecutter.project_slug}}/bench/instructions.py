@@ -10,9 +10,12 @@ few per cent between two servers shows up the same in every run. Used by
    costs nothing and is not counted;
 2. this process, the client, sends `warmup` sequential keep-alive requests, uncounted
    (caches, prepared statements, lazily built objects);
-3. `callgrind_control -i on`, `requests` more requests, `callgrind_control -i off`,
-   then `callgrind_control -d` writes the counts of that window to a file and zeroes
-   them, so one server process measures several routes in turn.
+3. `requests` more requests in `blocks` blocks, each between `callgrind_control -i on`
+   and `-i off`, after which `callgrind_control -d` writes the block's counts to a file
+   and zeroes them; the figure is the median block's instructions per request. A
+   one-off event (a full garbage collection, a burst of timers) lands in one block and
+   moves the median little, where it would move a single window's total by a few per
+   cent. One server process measures several routes in turn.
 
 Counted: every instruction of the server process in user space, all its threads
 (the event loop, an exporter's thread), between the toggles. Not counted: the client,
@@ -26,6 +29,7 @@ import contextlib
 import http.client
 import re
 import shutil
+import statistics
 import subprocess
 import time
 from dataclasses import dataclass
@@ -113,8 +117,14 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def count(
-    launch: Launch, routes: dict[str, Route], *, requests: int, warmup: int, workdir: Path
+def count(  # noqa: PLR0913 - keyword-only
+    launch: Launch,
+    routes: dict[str, Route],
+    *,
+    requests: int,
+    warmup: int,
+    workdir: Path,
+    blocks: int = 5,
 ) -> dict[str, float]:
     """Instructions per request of `launch`'s server for each of `routes`, in one process."""
     out = workdir / f"{launch.name}.callgrind"
@@ -136,20 +146,26 @@ def count(
             stderr=subprocess.STDOUT,
         )
     counts: dict[str, float] = {}
+    dumps = 0
+    per_block = max(1, requests // blocks)
     try:
         _wait_ready(process, launch.port, log, timeout=600)
         connection = http.client.HTTPConnection(HOST, launch.port, timeout=120)
-        for dump, (name, route) in enumerate(routes.items(), start=1):
+        for name, route in routes.items():
             _send(connection, route, 1, warmup)
-            _control(process.pid, "--instr=on")
-            _send(connection, route, warmup + 1, requests)
-            _control(process.pid, "--instr=off")
-            _control(process.pid, "--dump")
-            found = TOTALS.search(Path(f"{out}.{dump}").read_bytes())
-            if found is None:
-                msg = f"no totals in {out}.{dump}"
-                raise RuntimeError(msg)
-            counts[name] = int(found.group(1)) / requests
+            rates = []
+            for block in range(blocks):
+                _control(process.pid, "--instr=on")
+                _send(connection, route, warmup + 1 + block * per_block, per_block)
+                _control(process.pid, "--instr=off")
+                _control(process.pid, "--dump")
+                dumps += 1
+                found = TOTALS.search(Path(f"{out}.{dumps}").read_bytes())
+                if found is None:
+                    msg = f"no totals in {out}.{dumps}"
+                    raise RuntimeError(msg)
+                rates.append(int(found.group(1)) / per_block)
+            counts[name] = statistics.median(rates)
         connection.close()
     finally:
         _stop(process)
