@@ -107,9 +107,11 @@ def _arguments() -> argparse.Namespace:
 def _table(report: dict[str, Any]) -> str:
     base = report["baseline"]
     lines = [
-        f"per-feature cost, instructions per request, {report['date']}, "
-        f"Python {report['python']}, {report['requests']} requests after "
-        f"{report['warmup_requests']}",
+        (
+            f"per-feature cost, instructions per request, {report['date']}, "
+            f"Python {report['python']}, {report['requests']} requests after "
+            f"{report['warmup_requests']}"
+        ),
         "",
         f"{'route':<11}{'feature':<48}{'instr/req':>11}{'of route':>10}  note",
     ]
@@ -119,12 +121,12 @@ def _table(report: dict[str, Any]) -> str:
         if fastapi:
             ratio = f"ratio {count / fastapi:.3f}"
             lines.append(f"{'':<11}{'bare FastAPI (the reference)':<48}{fastapi:>11,.0f}  {ratio}")
-        for row in report["features"]:
-            if row["route"] == route:
-                lines.append(
-                    f"{'':<11}{row['label']:<48}{row['cost']:>+11,.0f}"
-                    f"{row['cost'] / count:>10.1%}  {row['note']}"
-                )
+        lines.extend(
+            f"{'':<11}{row['label']:<48}{row['cost']:>+11,.0f}"
+            f"{row['cost'] / count:>10.1%}  {row['note']}"
+            for row in report["features"]
+            if row["route"] == route
+        )
     return "\n".join(lines)
 
 
@@ -150,6 +152,7 @@ def main() -> int:
     asyncio.run(harness._create_database(admin_dsn, database))  # noqa: SLF001
 
     def count(name: str, env: dict[str, str], off: tuple[str, ...] = ()) -> dict[str, float]:
+        """Instructions per request of the service (a variant of it), by route."""
         launch = harness._launch("generated", dsn, pool, workdir)  # noqa: SLF001
         launch.env.update(
             {key: value.format(sink_port=sink.server_port) for key, value in env.items()}
@@ -160,20 +163,23 @@ def main() -> int:
         counted = instructions.count(
             launch, routes, requests=args.requests, warmup=args.warmup_requests, workdir=workdir
         )
-        _say(f"{name}: " + ", ".join(f"{r} {v:,.0f}" for r, v in counted.items()))
-        return counted
+        _say(f"{name}: " + ", ".join(f"{r} {v.per_request:,.0f}" for r, v in counted.items()))
+        return {route: value.per_request for route, value in counted.items()}
 
     try:
         pool = harness.prepare_database(dsn, items, workdir)
         baseline = count("baseline", {})
         fastapi_launch = harness._launch("fastapi", dsn, pool, workdir)  # noqa: SLF001
-        fastapi = instructions.count(
-            fastapi_launch,
-            routes,
-            requests=args.requests,
-            warmup=args.warmup_requests,
-            workdir=workdir,
-        )
+        fastapi = {
+            route: value.per_request
+            for route, value in instructions.count(
+                fastapi_launch,
+                routes,
+                requests=args.requests,
+                warmup=args.warmup_requests,
+                workdir=workdir,
+            ).items()
+        }
         rows = []
         for index, feature in enumerate(features):
             exports_before = _Sink.exports

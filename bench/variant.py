@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 PACKAGE = os.environ["BENCH_PACKAGE"]
 
@@ -38,7 +40,8 @@ def _service_middleware(app: Any) -> Any:  # noqa: ANN401
 
 def _without_hook(app: Any, class_name: str) -> None:  # noqa: ANN401
     kwargs = _service_middleware(app).kwargs
-    kwargs["hooks"] = [hook for hook in kwargs.get("hooks", ()) if type(hook).__name__ != class_name]
+    hooks = kwargs.get("hooks", ())
+    kwargs["hooks"] = [hook for hook in hooks if type(hook).__name__ != class_name]
 
 
 class _NoAccessLog:

@@ -11,11 +11,19 @@ few per cent between two servers shows up the same in every run. Used by
 2. this process, the client, sends `warmup` sequential keep-alive requests, uncounted
    (caches, prepared statements, lazily built objects);
 3. `requests` more requests in `blocks` blocks, each between `callgrind_control -i on`
-   and `-i off`, after which `callgrind_control -d` writes the block's counts to a file
-   and zeroes them; the figure is the median block's instructions per request. A
-   one-off event (a full garbage collection, a burst of timers) lands in one block and
-   moves the median little, where it would move a single window's total by a few per
-   cent. One server process measures several routes in turn.
+   and `-i off`, after which `callgrind_control -d` writes the block's count to a file
+   and zeroes it. One server process measures several routes in turn.
+
+What a block counts is the requests' own work plus work that runs per second of wall
+time: timers and periodic tasks (uvicorn's 0.1 s tick, the loop-lag sample, a log
+batch's flush, the deadlines' tick). Under valgrind a request takes 50 times longer
+than natively, and longer still when other work loads the machine, so that second
+part would grow with the load (+7 % per request with a load average of 11 on two
+cores) where a busy server amortises it to nothing. So every other block waits
+`pause` seconds between its requests, and a least-squares line through the blocks'
+(seconds per request, instructions per request) gives, where it meets zero seconds,
+the instructions a request costs by itself; its slope, the instructions per second of
+wall time, is reported next to it.
 
 Counted: every instruction of the server process in user space, all its threads
 (the event loop, an exporter's thread), between the toggles. Not counted: the client,
@@ -34,6 +42,10 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 HOST = "127.0.0.1"
 TOTALS = re.compile(rb"^totals:\s+(\d+)", re.MULTILINE)
@@ -94,10 +106,14 @@ def _wait_ready(process: subprocess.Popen[bytes], port: int, log: Path, timeout:
     raise RuntimeError(msg)
 
 
-def _send(connection: http.client.HTTPConnection, route: Route, first: int, count: int) -> None:
+def _send(
+    connection: http.client.HTTPConnection, route: Route, first: int, count: int, wait: float = 0
+) -> None:
     """`count` sequential requests on one keep-alive connection; each must succeed."""
     headers = {"Content-Type": "application/json"} if route.body is not None else {}
     for n in range(first, first + count):
+        if wait:
+            time.sleep(wait)
         body = route.body.replace("{n}", str(n)) if route.body is not None else None
         connection.request(route.method, route.path.replace("{n}", str(n)), body, headers)
         response = connection.getresponse()
@@ -117,6 +133,29 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+@dataclass(frozen=True)
+class Count:
+    """A route's instructions per request by itself, and per second of wall time."""
+
+    per_request: float
+    per_second: float
+
+
+def _block(pid: int, dump: Path, send: Callable[[], None], requests: int) -> tuple[float, float]:
+    """Count one block: (seconds, instructions) per request."""
+    _control(pid, "--instr=on")
+    started = time.perf_counter()
+    send()
+    seconds = time.perf_counter() - started
+    _control(pid, "--instr=off")
+    _control(pid, "--dump")
+    found = TOTALS.search(dump.read_bytes())
+    if found is None:
+        msg = f"no totals in {dump}"
+        raise RuntimeError(msg)
+    return seconds / requests, int(found.group(1)) / requests
+
+
 def count(  # noqa: PLR0913 - keyword-only
     launch: Launch,
     routes: dict[str, Route],
@@ -124,9 +163,10 @@ def count(  # noqa: PLR0913 - keyword-only
     requests: int,
     warmup: int,
     workdir: Path,
-    blocks: int = 5,
-) -> dict[str, float]:
-    """Instructions per request of `launch`'s server for each of `routes`, in one process."""
+    blocks: int = 6,
+    pause: float = 0.02,
+) -> dict[str, Count]:
+    """Count `launch`'s server on each of `routes`, in one process (see the module doc)."""
     out = workdir / f"{launch.name}.callgrind"
     log = workdir / f"{launch.name}.instructions.log"
     argv = [
@@ -145,27 +185,26 @@ def count(  # noqa: PLR0913 - keyword-only
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
-    counts: dict[str, float] = {}
+    counts: dict[str, Count] = {}
     dumps = 0
-    per_block = max(1, requests // blocks)
+    size = max(1, requests // blocks)
     try:
         _wait_ready(process, launch.port, log, timeout=600)
         connection = http.client.HTTPConnection(HOST, launch.port, timeout=120)
         for name, route in routes.items():
             _send(connection, route, 1, warmup)
-            rates = []
+            points = []
             for block in range(blocks):
-                _control(process.pid, "--instr=on")
-                _send(connection, route, warmup + 1 + block * per_block, per_block)
-                _control(process.pid, "--instr=off")
-                _control(process.pid, "--dump")
+                first = warmup + 1 + block * size
+                wait = pause * (block % 2)
+
+                def send(first: int = first, wait: float = wait) -> None:
+                    _send(connection, route, first, size, wait)  # noqa: B023 - used at once
+
                 dumps += 1
-                found = TOTALS.search(Path(f"{out}.{dumps}").read_bytes())
-                if found is None:
-                    msg = f"no totals in {out}.{dumps}"
-                    raise RuntimeError(msg)
-                rates.append(int(found.group(1)) / per_block)
-            counts[name] = statistics.median(rates)
+                points.append(_block(process.pid, Path(f"{out}.{dumps}"), send, size))
+            slope, intercept = statistics.linear_regression(*zip(*points, strict=True))
+            counts[name] = Count(per_request=intercept, per_second=slope)
         connection.close()
     finally:
         _stop(process)

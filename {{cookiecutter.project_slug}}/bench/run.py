@@ -55,7 +55,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from instructions import Launch, Route, valgrind_available
+from instructions import Count, Launch, Route, valgrind_available
 from instructions import count as count_instructions
 
 PACKAGE = "{{ cookiecutter.package_name }}"
@@ -548,7 +548,8 @@ def _instruction_table(report: dict[str, Any]) -> list[str]:
     lines = [
         (
             f"instructions (callgrind): {meta['requests']} sequential keep-alive requests "
-            f"per server and route after {meta['warmup_requests']} uncounted"
+            f"per server and route after {meta['warmup_requests']} uncounted, without "
+            "the work done per second of wall time"
         ),
         "",
         f"{'route':<15}{'app':<15}{'instructions/req':>18}{'vs FastAPI':>12}{'vs raw ASGI':>13}",
@@ -722,9 +723,9 @@ def _wall_clock(
 
 def _instructions(
     args: argparse.Namespace, dsn: str, pool: tuple[int, int], workdir: Path
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, Count]]:
     """Instructions per request, by route and server (one server at a time)."""
-    by_route: dict[str, dict[str, float]] = {route: {} for route in ROUTES}
+    by_route: dict[str, dict[str, Count]] = {route: {} for route in ROUTES}
     for name in args.apps:
         _say(f"counting instructions: {APPS[name]} under valgrind")
         counts = count_instructions(
@@ -736,7 +737,10 @@ def _instructions(
         )
         for route, value in counts.items():
             by_route[route][name] = value
-            _say(f"{ROUTES[route]:<13} {APPS[name]:<13}{value:>12,.0f} instructions/request")
+            _say(
+                f"{ROUTES[route]:<13} {APPS[name]:<13}{value.per_request:>12,.0f} "
+                f"instructions/request (+{value.per_second:,.0f} per second of wall time)"
+            )
     return by_route
 
 
@@ -755,7 +759,7 @@ def prepare_database(dsn: str, items: int, workdir: Path) -> tuple[int, int]:
 
 
 def _ratios(
-    results: dict[str, dict[str, Any]], instructions: dict[str, dict[str, float]]
+    results: dict[str, dict[str, Any]], instructions: dict[str, dict[str, Count]]
 ) -> dict[str, dict[str, float | None]]:
     """Wall-clock (req/s, higher is better) and instruction (lower is better) ratios."""
     ratios: dict[str, dict[str, float | None]] = {route: {} for route in ROUTES}
@@ -764,8 +768,8 @@ def _ratios(
         ratios[route]["vs_raw"] = _ratio(by_app, "raw")
     for route, counts in instructions.items():
         for other in ("fastapi", "raw"):
-            if "generated" in counts and counts.get(other):
-                value = round(counts["generated"] / counts[other], 3)
+            if "generated" in counts and other in counts:
+                value = round(counts["generated"].per_request / counts[other].per_request, 3)
                 ratios[route][f"instructions_vs_{other}"] = value
     return ratios
 
@@ -780,7 +784,7 @@ def main(argv: list[str] | None = None) -> int:
     generator = _load_generator(args.load_cpus) if args.wall_clock else None
     asyncio.run(_create_database(admin_dsn, database))
     samples: dict[str, dict[str, list[Sample]]] = {}
-    instructions: dict[str, dict[str, float]] = {}
+    instructions: dict[str, dict[str, Count]] = {}
     try:
         pool = prepare_database(dsn, args.items, workdir)
         if args.instructions:
@@ -815,7 +819,11 @@ def main(argv: list[str] | None = None) -> int:
             "warmup_requests": args.warmup_requests,
         }
         report["instructions"] = {
-            route: {app: round(value) for app, value in by_app.items()}
+            route: {app: round(value.per_request) for app, value in by_app.items()}
+            for route, by_app in instructions.items()
+        }
+        report["instructions_per_wall_second"] = {
+            route: {app: round(value.per_second) for app, value in by_app.items()}
             for route, by_app in instructions.items()
         }
     if generator is not None:
