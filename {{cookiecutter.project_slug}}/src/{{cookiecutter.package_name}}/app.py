@@ -209,7 +209,7 @@ def create_app(settings: Settings) -> FastAPI:
                 tracer_provider.shutdown()
 {%- endif %}
             log.info("stopped")
-            access_log.flush()  # queued lines: the loop stops before their batch is due
+            access_log.flush()
 
     app = FastAPI(
         title={{ cookiecutter.project_name | pystr }},
