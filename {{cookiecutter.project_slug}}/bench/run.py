@@ -1,6 +1,7 @@
 """Measure what the chassis costs: this service against bare FastAPI and raw ASGI.
 
     python bench/run.py [--duration 10] [--rounds 3] [--connections 64] [--json PATH]
+    python bench/run.py --instructions [--requests 500] [--json PATH]
 
 What it does, in one run:
 
@@ -21,7 +22,7 @@ What it does, in one run:
 
 With `--instructions` it counts instead the CPU instructions each server executes
 per request under valgrind's callgrind (see `bench/instructions.py`): the same
-figure on every run, however loaded the machine is. `--instructions --wall-clock`
+figure within about 1 % on every run, however loaded the machine is. `--instructions --wall-clock`
 does both; the ratios of both land under `"ratios"`.
 
 Load for the wall-clock mode comes from `wrk`, or from the program named by
