@@ -66,7 +66,11 @@ FEATURES = [
     Feature("metrics", off=("metrics",)),
     Feature("shedding + deadline", off=("shedding_deadline",)),
     Feature("database breaker", off=("database_breaker",)),
-    Feature("all of the service middleware", off=("service_middleware",), note="sum, not a row"),
+    Feature(
+        "all of the service middleware",
+        off=("service_middleware",),
+        note="every row above at once, and the middleware's own work",
+    ),
 ]
 
 
