@@ -1,6 +1,7 @@
 """Benchmark the template: bake a service with the defaults and run its own benchmark.
 
-    python3 bench/run.py [--duration 10] [--rounds 3] [--json PATH] [...]
+    python3 bench/run.py [--instructions] [--duration 10] [--rounds 3] [--json PATH] [...]
+    python3 bench/run.py --features [--requests 500] [--json PATH]
 
 From a clean clone, with only Python >= 3.11 (and PostgreSQL, `wrk`) on the machine:
 
@@ -10,7 +11,11 @@ From a clean clone, with only Python >= 3.11 (and PostgreSQL, `wrk`) on the mach
 2. bakes the template with its default answers into the temporary directory;
 3. installs the generated project into the virtualenv;
 4. runs the generated project's `bench/run.py` with the same arguments (what
-   `make bench` runs in a generated project) and exits with its status.
+   `make bench` runs in a generated project) and exits with its status; with
+   `--features`, runs `bench/features.py` (the per-feature cost table) instead.
+
+For the wall-clock mode, `wrk` is needed: as root on Debian it is installed with
+apt-get if missing; failing that, `bench/loadgen.py` (pure Python) drives the load.
 
 Every argument is passed through; see `python3 bench/run.py --help` or the generated
 project's `bench/run.py` for them, and `bench/README.md` for what is measured.
@@ -18,6 +23,7 @@ project's `bench/run.py` for them, and `bench/README.md` for what is measured.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -26,7 +32,8 @@ import tempfile
 import venv
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 MIN_PYTHON = (3, 11)
 
 
@@ -74,11 +81,41 @@ def bake(python: Path, into: Path) -> Path:
     return project
 
 
+def _apt_get(apt: str, *args: str) -> None:
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        subprocess.run(
+            [apt, *args],
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+            timeout=300,
+        )
+
+
+def load_generator_env() -> dict[str, str]:
+    """`wrk` on PATH (installed with apt-get as root if need be), else the Python fallback."""
+    apt = shutil.which("apt-get")
+    if shutil.which("wrk") is None and apt is not None and os.geteuid() == 0:
+        say("wrk not found; trying `apt-get install wrk` (running as root)")
+        _apt_get(apt, "install", "-y", "-qq", "wrk")
+        if shutil.which("wrk") is None:
+            _apt_get(apt, "update", "-qq")
+            _apt_get(apt, "install", "-y", "-qq", "wrk")
+    if shutil.which("wrk") is not None:
+        return {}
+    say("wrk unavailable: the pure-Python bench/loadgen.py drives the load (weaker)")
+    return {"BENCH_LOADGEN": str(HERE / "loadgen.py")}
+
+
 def main() -> int:
     """Bake, install and run; see the module docstring."""
     if sys.version_info < MIN_PYTHON:
         say(f"needs Python >= {'.'.join(map(str, MIN_PYTHON))}; this is {sys.version.split()[0]}")
         return 2
+    arguments = sys.argv[1:]
+    features = "--features" in arguments
+    wall_clock = not features and ("--instructions" not in arguments or "--wall-clock" in arguments)
     workdir = Path(tempfile.mkdtemp(prefix="chassis-bench-"))
     try:
         reused_venv = os.environ.get("BENCH_VENV")
@@ -90,11 +127,14 @@ def main() -> int:
             # Same version as last time: make pip take this bake's code, not the cached one.
             pip(python, "--no-deps", "--force-reinstall", str(project))
         env = {**os.environ, "BENCH_COMMAND": "python bench/run.py"}
-        completed = subprocess.run(
-            [str(python), str(project / "bench" / "run.py"), *sys.argv[1:]],
-            env=env,
-            check=False,
-        )
+        if wall_clock:
+            env |= load_generator_env()
+        if features:
+            arguments.remove("--features")
+            command = [str(HERE / "features.py"), f"--project={project}", *arguments]
+        else:
+            command = [str(project / "bench" / "run.py"), *arguments]
+        completed = subprocess.run([str(python), *command], env=env, check=False)
     except subprocess.CalledProcessError as exc:
         say(f"failed: {' '.join(map(str, exc.cmd))} exited with {exc.returncode}")
         return 1

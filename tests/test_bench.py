@@ -1,7 +1,8 @@
-"""Smoke test of the benchmark harness: `python3 bench/run.py` end to end, one second.
+"""Smoke test of the benchmark harness: `python3 bench/run.py` end to end, both modes.
 
-It bakes the template, installs the service into a virtualenv and runs every server
-and route once for one second, so it only proves the harness works; the numbers are
+It bakes the template, installs the service into a virtualenv, counts instructions
+under valgrind for a few requests per server and route, and runs every server and
+route once for one second, so it only proves the harness works; the numbers are
 meaningless. Marked `bench` (deselect with `-m "not bench"`). Set `BENCH_VENV` to a
 directory to reuse one virtualenv between runs (the install then takes seconds).
 Needs PostgreSQL: `DATABASE_URL`, else postgresql://postgres@127.0.0.1:5432/test.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -34,13 +36,19 @@ def _postgres_reachable() -> bool:
         return False
 
 
+# The instruction count needs valgrind (Debian: apt-get install valgrind).
+VALGRIND = shutil.which("valgrind") is not None and shutil.which("callgrind_control") is not None
+INSTRUCTIONS = ["--instructions", "--wall-clock", "--requests=6", "--warmup-requests=2"]
+
+
 @pytest.mark.skipif(not _postgres_reachable(), reason=f"no PostgreSQL at {DSN}")
-def test_bench_harness_runs_for_one_second(tmp_path: Path) -> None:
+def test_bench_harness_counts_instructions_and_runs_for_one_second(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     completed = subprocess.run(
         [
             sys.executable,
             str(REPO / "bench" / "run.py"),
+            *(INSTRUCTIONS if VALGRIND else []),
             "--duration=1",
             "--rounds=1",
             "--warmup=0",
@@ -58,9 +66,17 @@ def test_bench_harness_runs_for_one_second(tmp_path: Path) -> None:
     assert "req/s ratio" in completed.stdout
     report = json.loads(out.read_text())
     assert set(report["ratios"]) == {"health_live", "items_get"}
+    keys = {"vs_fastapi", "vs_raw"}
+    if VALGRIND:
+        assert "instructions/req" in completed.stdout
+        keys |= {"instructions_vs_fastapi", "instructions_vs_raw"}
     for route, ratios in report["ratios"].items():
-        assert set(ratios) == {"vs_fastapi", "vs_raw"}, route
+        assert set(ratios) == keys, route
         assert all(value > 0 for value in ratios.values()), ratios
+        if VALGRIND:
+            assert set(report["instructions"][route]) == {"generated", "fastapi", "raw"}
+            # Even the raw ASGI app runs tens of thousands of instructions a request.
+            assert all(count > 10_000 for count in report["instructions"][route].values())
         for app, result in report["results"][route].items():
             assert result["rps"] > 0, (route, app)
             assert result["non_2xx"] == 0, (route, app, result)

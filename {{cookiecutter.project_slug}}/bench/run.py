@@ -1,6 +1,7 @@
 """Measure what the chassis costs: this service against bare FastAPI and raw ASGI.
 
     python bench/run.py [--duration 10] [--rounds 3] [--connections 64] [--json PATH]
+    python bench/run.py --instructions [--requests 500] [--json PATH]
 
 What it does, in one run:
 
@@ -19,8 +20,13 @@ What it does, in one run:
    service/FastAPI and service/raw; `--json PATH` writes the same with a top-level
    `"ratios"` object; then stops the servers and drops the database.
 
-Without `wrk` (and unable to `apt-get install` it) the pure-Python `bench/loadgen.py`
-drives the load instead; it saturates sooner, and the report says which was used.
+With `--instructions` it counts instead the CPU instructions each server executes
+per request under valgrind's callgrind (see `bench/instructions.py`): the same
+figure within about 1 % on every run, however loaded the machine is. `--instructions --wall-clock`
+does both; the ratios of both land under `"ratios"`.
+
+Load for the wall-clock mode comes from `wrk`, or from the program named by
+`BENCH_LOADGEN` (a drop-in with the options of the template's `bench/loadgen.py`).
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from instructions import Count, Launch, Route, valgrind_available
+from instructions import count as count_instructions
 
 PACKAGE = "{{ cookiecutter.package_name }}"
 PREFIX = "{{ cookiecutter.__env_prefix }}"
@@ -58,6 +66,11 @@ DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 HOST = "127.0.0.1"
 
 ROUTES = {"health_live": "/health/live", "items_get": "/items/{id}"}
+# What the instruction count sends: ids 1, 2, 3, ... (all seeded).
+INSTRUCTION_ROUTES = {
+    "health_live": Route("GET", "/health/live"),
+    "items_get": Route("GET", "/items/{n}"),
+}
 APPS = {
     "generated": "this service",
     "fastapi": "bare FastAPI",
@@ -193,6 +206,10 @@ def _service_env(dsn: str) -> dict[str, str]:
             f"{PREFIX}LOG__LEVEL": "INFO",
             # As in the container image: every log line reaches the file at once.
             "PYTHONUNBUFFERED": "1",
+            # The same hashes in every run: instruction counts repeat exactly.
+            "PYTHONHASHSEED": "0",
+            # Nothing to drain between benchmark runs: stop at once.
+            f"{PREFIX}SHUTDOWN__DRAIN_SECONDS": "0",
         }
     )
     return env
@@ -224,7 +241,8 @@ def _service_pool_size(dsn: str, workdir: Path) -> tuple[int, int]:
 # -- servers ---------------------------------------------------------------------------
 
 
-def _start(name: str, dsn: str, pool: tuple[int, int], workdir: Path, cpus: str | None) -> Server:
+def _launch(name: str, dsn: str, pool: tuple[int, int], workdir: Path) -> Launch:
+    """How to start server `name` (one of `APPS`) on a free port."""
     port = _free_port()
     env = _service_env(dsn)
     if name == "generated":
@@ -253,19 +271,24 @@ def _start(name: str, dsn: str, pool: tuple[int, int], workdir: Path, cpus: str 
             "--log-level",
             "warning",
         ]
+    # The references import `bench.*` from the project; the service runs from a
+    # scratch directory so that a developer's `.env` cannot change its settings.
+    return Launch(name, argv, env, workdir if name == "generated" else PROJECT, port)
+
+
+def _start(name: str, dsn: str, pool: tuple[int, int], workdir: Path, cpus: str | None) -> Server:
+    launch = _launch(name, dsn, pool, workdir)
     log = workdir / f"{name}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [*_taskset(cpus), *argv],
-            # The references import `bench.*` from the project; the service runs from a
-            # scratch directory so that a developer's `.env` cannot change its settings.
-            cwd=workdir if name == "generated" else PROJECT,
-            env=env,
+            [*_taskset(cpus), *launch.argv],
+            cwd=launch.cwd,
+            env=launch.env,
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
-    return Server(name=name, port=port, process=process, log=log)
+    return Server(name=name, port=launch.port, process=process, log=log)
 
 
 def _wait_ready(server: Server, timeout: float = 60.0) -> None:
@@ -327,50 +350,18 @@ def _stop(server: Server) -> None:
 # -- load ------------------------------------------------------------------------------
 
 
-def _apt_get(apt: str, *args: str) -> None:
-    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-        subprocess.run(
-            [apt, *args],
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            check=False,
-            timeout=300,
-        )
-
-
-def _find_wrk() -> str | None:
-    """`wrk` on PATH; as root on Debian/Ubuntu, try to install it first."""
+def _load_generator(cpus: str | None) -> LoadGenerator:
+    """`wrk`, else the program `BENCH_LOADGEN` names (the template's pure-Python fallback)."""
     wrk = shutil.which("wrk")
-    apt = shutil.which("apt-get")
-    if wrk is None and apt is not None and hasattr(os, "geteuid") and os.geteuid() == 0:
-        _say("wrk not found; trying `apt-get install wrk` (running as root)")
-        _apt_get(apt, "install", "-y", "-qq", "wrk")
-        if shutil.which("wrk") is None:
-            _apt_get(apt, "update", "-qq")
-            _apt_get(apt, "install", "-y", "-qq", "wrk")
-        wrk = shutil.which("wrk")
-    return wrk
-
-
-def _load_generator(choice: str, cpus: str | None) -> LoadGenerator:
-    if choice in {"auto", "wrk"}:
-        wrk = _find_wrk()
-        if wrk is not None:
-            completed = subprocess.run(
-                [wrk, "--version"], capture_output=True, text=True, check=False
-            )
-            version = (completed.stdout + completed.stderr).split("[")[0].strip()
-            return LoadGenerator(kind=wrk, version=version, pin=_taskset(cpus))
-        if choice == "wrk":
-            msg = "wrk is not installed (apt-get install wrk, brew install wrk, ...)"
-            raise RuntimeError(msg)
-        _say("wrk unavailable: falling back to the pure-Python bench/loadgen.py (weaker)")
-    return LoadGenerator(
-        kind="python",
-        version="bench/loadgen.py (pure Python asyncio, fallback)",
-        pin=_taskset(cpus),
-    )
+    if wrk is not None:
+        completed = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
+        version = (completed.stdout + completed.stderr).split("[")[0].strip()
+        return LoadGenerator(kind=wrk, version=version, pin=_taskset(cpus))
+    fallback = os.environ.get("BENCH_LOADGEN")
+    if fallback:
+        return LoadGenerator(kind="python", version=f"{fallback} (fallback)", pin=_taskset(cpus))
+    msg = "wrk is not installed (apt-get install wrk, brew install wrk, ...)"
+    raise RuntimeError(msg)
 
 
 def _load(  # noqa: PLR0913 - one run's full description
@@ -389,7 +380,7 @@ def _load(  # noqa: PLR0913 - one run's full description
         url = f"{base}/items/" if ids else f"{base}{ROUTES[route]}"
         argv = [
             sys.executable,
-            str(PROJECT / "bench" / "loadgen.py"),
+            os.environ["BENCH_LOADGEN"],
             f"--url={url}",
             f"--connections={connections}",
             f"--duration={duration}",
@@ -510,15 +501,9 @@ def _cpu_overhead(by_app: dict[str, dict[str, Any]]) -> float | None:
         return None
 
 
-def _table(report: dict[str, Any]) -> str:
+def _wall_clock_table(report: dict[str, Any]) -> list[str]:
     meta = report["settings"]
-    machine = report["machine"]
     lines = [
-        f"{report['service']} chassis benchmark, {report['date']}",
-        (
-            f"machine: {machine['cpu']}, {machine['cpus']} CPUs, {machine['os']}, "
-            f"Python {machine['python']}"
-        ),
         (
             f"load: {report['load_generator']}, {meta['connections']} connections, "
             f"{meta['duration_s']} s x {meta['rounds']} alternated rounds (medians), "
@@ -545,9 +530,7 @@ def _table(report: dict[str, Any]) -> str:
     lines += ["", f"{'req/s ratio':<15}{'vs FastAPI':>12}{'vs raw ASGI':>13}"]
     for route, path in ROUTES.items():
         ratio = report["ratios"][route]
-        cells = [
-            "-" if ratio[key] is None else f"{ratio[key]:.2f}" for key in ("vs_fastapi", "vs_raw")
-        ]
+        cells = [_cell(ratio.get(key)) for key in ("vs_fastapi", "vs_raw")]
         overhead = report["cpu_us_per_request_over_fastapi"][route]
         extra = "" if overhead is None else f"   chassis CPU: {overhead:+.0f} us/req"
         lines.append(f"{path:<15}{cells[0]:>12}{cells[1]:>13}{extra}")
@@ -557,8 +540,55 @@ def _table(report: dict[str, Any]) -> str:
         "",
         "spread: (max - min) / median of req/s over the rounds; CPU us/req: the server's",
         "user + system CPU time per request (median), less sensitive to other load",
-        f"command: {report['command']}",
     ]
+    return lines
+
+
+def _instruction_table(report: dict[str, Any]) -> list[str]:
+    meta = report["settings"]
+    lines = [
+        (
+            f"instructions (callgrind): {meta['requests']} sequential keep-alive requests "
+            f"per server and route after {meta['warmup_requests']} uncounted, without "
+            "the work done per second of wall time"
+        ),
+        "",
+        f"{'route':<15}{'app':<15}{'instructions/req':>18}{'vs FastAPI':>12}{'vs raw ASGI':>13}",
+    ]
+    for route, path in ROUTES.items():
+        by_app = report["instructions"][route]
+        ratio = report["ratios"][route]
+        for index, (app, value) in enumerate(by_app.items()):
+            cells = ["", ""]
+            if app == "generated":
+                keys = ("instructions_vs_fastapi", "instructions_vs_raw")
+                cells = [_cell(ratio.get(key)) for key in keys]
+            lines.append(
+                f"{path if index == 0 else '':<15}{APPS[app]:<15}{value:>18,.0f}"
+                f"{cells[0]:>12}{cells[1]:>13}"
+            )
+    lines += ["", "ratios: this service's instructions per request over the reference's"]
+    return lines
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _table(report: dict[str, Any]) -> str:
+    machine = report["machine"]
+    lines = [
+        f"{report['service']} chassis benchmark, {report['date']}",
+        (
+            f"machine: {machine['cpu']}, {machine['cpus']} CPUs, {machine['os']}, "
+            f"Python {machine['python']}"
+        ),
+    ]
+    if "instructions" in report:
+        lines += ["", *_instruction_table(report)]
+    if "results" in report:
+        lines += ["", *_wall_clock_table(report)]
+    lines += ["", f"command: {report['command']}"]
     return "\n".join(lines)
 
 
@@ -568,6 +598,20 @@ def _table(report: dict[str, Any]) -> str:
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark the service against bare FastAPI and raw ASGI."
+    )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per request under valgrind instead of requests/s",
+    )
+    parser.add_argument(
+        "--wall-clock", action="store_true", help="with --instructions: requests/s as well"
+    )
+    parser.add_argument(
+        "--requests", type=int, default=500, help="counted requests per route (500)"
+    )
+    parser.add_argument(
+        "--warmup-requests", type=int, default=200, help="uncounted requests first (200)"
     )
     parser.add_argument("--duration", type=int, default=10, help="seconds per run (10)")
     parser.add_argument("--rounds", type=int, default=3, help="alternated rounds (3)")
@@ -580,12 +624,6 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         help="warm-up seconds per server and route; 0: none",
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
-    parser.add_argument(
-        "--loadgen",
-        choices=["auto", "wrk", "python"],
-        default="auto",
-        help="auto: wrk if present (or installable), else the Python fallback",
-    )
     parser.add_argument("--server-cpus", default="0", help="taskset CPU list for servers")
     parser.add_argument("--load-cpus", default="1", help="taskset CPU list for the load")
     parser.add_argument(
@@ -598,6 +636,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     args.apps = [name.strip() for name in args.apps.split(",") if name.strip()]
     if unknown := set(args.apps) - set(APPS):
         parser.error(f"unknown --apps {sorted(unknown)}; choose from {', '.join(APPS)}")
+    args.wall_clock = args.wall_clock or not args.instructions
+    if args.instructions:
+        if problem := valgrind_available():
+            parser.error(f"--instructions: {problem}")
+        # Every counted request reads a row that exists.
+        args.items = max(args.items, args.warmup_requests + args.requests)
     if (os.cpu_count() or 1) < 2 or shutil.which("taskset") is None:
         _say("fewer than 2 CPUs or no taskset: servers and load generator are not pinned")
         args.server_cpus = args.load_cpus = None
@@ -662,9 +706,47 @@ def _rounds(
     return samples
 
 
-def _measure(
-    args: argparse.Namespace, generator: LoadGenerator, dsn: str, workdir: Path
-) -> tuple[dict[str, dict[str, list[Sample]]], tuple[int, int]]:
+def _wall_clock(
+    args: argparse.Namespace,
+    generator: LoadGenerator,
+    dsn: str,
+    pool: tuple[int, int],
+    workdir: Path,
+) -> dict[str, dict[str, list[Sample]]]:
+    servers = _start_all(args, dsn, pool, workdir)
+    _say(f"servers ready; load generator: {generator.version}")
+    try:
+        return _rounds(args, generator, servers, workdir)
+    finally:
+        for server in servers:
+            _stop(server)
+
+
+def _instructions(
+    args: argparse.Namespace, dsn: str, pool: tuple[int, int], workdir: Path
+) -> dict[str, dict[str, Count]]:
+    """Instructions per request, by route and server (one server at a time)."""
+    by_route: dict[str, dict[str, Count]] = {route: {} for route in ROUTES}
+    for name in args.apps:
+        _say(f"counting instructions: {APPS[name]} under valgrind")
+        counts = count_instructions(
+            _launch(name, dsn, pool, workdir),
+            INSTRUCTION_ROUTES,
+            requests=args.requests,
+            warmup=args.warmup_requests,
+            workdir=workdir,
+        )
+        for route, value in counts.items():
+            by_route[route][name] = value
+            _say(
+                f"{ROUTES[route]:<13} {APPS[name]:<13}{value.per_request:>12,.0f} "
+                f"instructions/request (+{value.per_second:,.0f} per second of wall time)"
+            )
+    return by_route
+
+
+def prepare_database(dsn: str, items: int, workdir: Path) -> tuple[int, int]:
+    """Migrate and seed the benchmark database; return the service's pool bounds."""
     _say("migrating and seeding the benchmark database")
     subprocess.run(
         [sys.executable, "-m", PACKAGE, "migrate"],
@@ -673,15 +755,24 @@ def _measure(
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    asyncio.run(_seed(dsn, args.items))
-    pool = _service_pool_size(dsn, workdir)
-    servers = _start_all(args, dsn, pool, workdir)
-    _say(f"servers ready; load generator: {generator.version}")
-    try:
-        return _rounds(args, generator, servers, workdir), pool
-    finally:
-        for server in servers:
-            _stop(server)
+    asyncio.run(_seed(dsn, items))
+    return _service_pool_size(dsn, workdir)
+
+
+def _ratios(
+    results: dict[str, dict[str, Any]], instructions: dict[str, dict[str, Count]]
+) -> dict[str, dict[str, float | None]]:
+    """Wall-clock (req/s, higher is better) and instruction (lower is better) ratios."""
+    ratios: dict[str, dict[str, float | None]] = {route: {} for route in ROUTES}
+    for route, by_app in results.items():
+        ratios[route]["vs_fastapi"] = _ratio(by_app, "fastapi")
+        ratios[route]["vs_raw"] = _ratio(by_app, "raw")
+    for route, counts in instructions.items():
+        for other in ("fastapi", "raw"):
+            if "generated" in counts and other in counts:
+                value = round(counts["generated"].per_request / counts[other].per_request, 3)
+                ratios[route][f"instructions_vs_{other}"] = value
+    return ratios
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -691,10 +782,16 @@ def main(argv: list[str] | None = None) -> int:
     database = f"bench_{secrets.token_hex(4)}"
     dsn = _with_database(admin_dsn, database)
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-    generator = _load_generator(args.loadgen, args.load_cpus)
+    generator = _load_generator(args.load_cpus) if args.wall_clock else None
     asyncio.run(_create_database(admin_dsn, database))
+    samples: dict[str, dict[str, list[Sample]]] = {}
+    instructions: dict[str, dict[str, Count]] = {}
     try:
-        samples, pool = _measure(args, generator, dsn, workdir)
+        pool = prepare_database(dsn, args.items, workdir)
+        if args.instructions:
+            instructions = _instructions(args, dsn, pool, workdir)
+        if generator is not None:
+            samples = _wall_clock(args, generator, dsn, pool, workdir)
     finally:
         asyncio.run(_drop_database(admin_dsn, database))
         if not args.keep:
@@ -710,38 +807,48 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": _machine(),
         "command": " ".join(command),
-        "load_generator": generator.version,
         "settings": {
-            "duration_s": args.duration,
-            "rounds": args.rounds,
-            "connections": args.connections,
             "items": args.items,
-            "warmup_s": args.warmup,
-            "server_cpus": args.server_cpus,
-            "load_cpus": args.load_cpus,
             "pool_size": list(pool),
             "apps": args.apps,
         },
-        "results": results,
-        "ratios": {
-            route: {
-                "vs_fastapi": _ratio(by_app, "fastapi"),
-                "vs_raw": _ratio(by_app, "raw"),
-            }
-            for route, by_app in results.items()
-        },
-        "ratios_by_round": {
+        "ratios": _ratios(results, instructions),
+    }
+    if instructions:
+        report["settings"] |= {
+            "requests": args.requests,
+            "warmup_requests": args.warmup_requests,
+        }
+        report["instructions"] = {
+            route: {app: round(value.per_request) for app, value in by_app.items()}
+            for route, by_app in instructions.items()
+        }
+        report["instructions_per_wall_second"] = {
+            route: {app: round(value.per_second) for app, value in by_app.items()}
+            for route, by_app in instructions.items()
+        }
+    if generator is not None:
+        report["load_generator"] = generator.version
+        report["settings"] |= {
+            "duration_s": args.duration,
+            "rounds": args.rounds,
+            "connections": args.connections,
+            "warmup_s": args.warmup,
+            "server_cpus": args.server_cpus,
+            "load_cpus": args.load_cpus,
+        }
+        report["results"] = results
+        report["ratios_by_round"] = {
             route: {
                 f"vs_{other}": _round_ratios(by_app, other)
                 for other in ("fastapi", "raw")
                 if "generated" in by_app and other in by_app
             }
             for route, by_app in samples.items()
-        },
-        "cpu_us_per_request_over_fastapi": {
+        }
+        report["cpu_us_per_request_over_fastapi"] = {
             route: _cpu_overhead(by_app) for route, by_app in results.items()
-        },
-    }
+        }
     sys.stdout.write(_table(report) + "\n")
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -149,7 +149,7 @@ def create_app(settings: Settings) -> FastAPI:
             log.info("migrations_applied", versions=applied)
         # Each resource is opened by one line and closed in reverse order on the way out.
         async with AsyncExitStack() as stack:
-            stack.callback(access_log.flush)  # queued lines: the loop stops before their batch
+            stack.callback(access_log.flush)
             stack.callback(log.info, "stopped")
 {%- if cookiecutter.tracing == "opentelemetry" %}
             if tracer_provider is not None:

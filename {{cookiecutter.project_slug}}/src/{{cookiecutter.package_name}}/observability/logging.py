@@ -285,7 +285,7 @@ class AccessLog:
         self._writer.write_line(orjson.dumps(line, option=_ORJSON_OPTIONS))
 
     def flush(self) -> None:
-        """Write every queued line of the process now (call it before the loop stops)."""
+        """Flush the output stream."""
         if self._writer is not None:
             self._writer.flush()
 
@@ -358,9 +358,7 @@ def configure_logging(  # noqa: PLR0913 - keyword-only, each one documented
 ) -> AccessLog:
     """Configure structlog for the process; return the access log that matches it.
 
-    Call it once, early (the app factory does), before loggers are bound. Lines
-    reach stdout in batches, at most 50 ms late (see :mod:`.output`);
-    call the access log's ``flush()`` before the loop stops.
+    Call it once, early (the app factory does), before loggers are bound.
 
     Args:
         level: Minimum level, e.g. ``"INFO"``. Calls below it cost ~0.1 µs.
@@ -386,8 +384,8 @@ def configure_logging(  # noqa: PLR0913 - keyword-only, each one documented
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_level_number(level)),
         context_class=dict,
-        # Bytes straight to sys.stdout.buffer, one write per batch of lines: no
-        # stdlib logging machinery on the hot path.
+        # Bytes straight to sys.stdout.buffer, one write per line: no stdlib
+        # logging machinery on the hot path.
         logger_factory=LineLoggerFactory(writer),
         cache_logger_on_first_use=True,
     )
