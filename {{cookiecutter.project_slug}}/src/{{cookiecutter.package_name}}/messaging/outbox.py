@@ -103,6 +103,7 @@ class Relay:
         self._publisher = publisher
         self._settings = settings
         self._failures = 0
+        self._stopping = asyncio.Event()
         self.published = 0
 
     async def publish_pending(self) -> int:
@@ -157,7 +158,7 @@ class Relay:
         """Publish until cancelled: immediately after writes, otherwise every poll interval."""
         next_purge = 0.0
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stopping.is_set():
             try:
                 if loop.time() >= next_purge:
                     await self.purge()
@@ -171,7 +172,9 @@ class Relay:
                     error=str(exc) or type(exc).__name__,
                     retry_in=round(delay, 2),
                 )
-                await asyncio.sleep(delay)
+                with suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._stopping.wait()
                 continue
             if self._failures:
                 log.info("outbox_relay_recovered")
@@ -186,6 +189,13 @@ class Relay:
         try:
             yield self
         finally:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
+            # Let a batch in flight finish (no transaction cut short), then stop.
+            self._stopping.set()
+            self._outbox.committed()
+            try:
+                async with asyncio.timeout(2 * self._settings.publish_timeout):
+                    await asyncio.shield(task)
+            except TimeoutError:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
