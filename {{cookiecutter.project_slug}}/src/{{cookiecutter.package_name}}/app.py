@@ -356,6 +356,7 @@ def create_worker(settings: Settings) -> Starlette:
 
     return Starlette(routes=[*probe_routes(state), *metrics.routes(backlog)], lifespan=lifespan)
 {%- else %}
+
     return Starlette(routes=probe_routes(state), lifespan=lifespan)
 {%- endif %}
 
