@@ -7,6 +7,9 @@ import uuid
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import SecretStr
 
 from {{ cookiecutter.package_name }}.app import create_worker
 from {{ cookiecutter.package_name }}.items.events import HANDLERS
@@ -15,6 +18,7 @@ from {{ cookiecutter.package_name }}.messaging.consumer import Consumer
 from {{ cookiecutter.package_name }}.messaging.envelope import MESSAGE_ID, MESSAGE_TIME, MESSAGE_TYPE, Message
 from tests.conftest import make_settings, serving
 from tests.messaging import count, wait_for_count
+from tests.tcp_proxy import TcpProxy
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -73,6 +77,37 @@ async def test_created_item_is_audited_by_the_worker(
         )
     types = await count(database_url, "SELECT count(DISTINCT type) FROM outbox")
     assert types == 3
+
+
+async def test_broker_outage_never_fails_a_request_and_loses_no_event(
+    database_url: str, broker_settings: BrokerSettings
+) -> None:
+    """Cut the broker while items are created: 201s, then every event handled once."""
+    parts = urlsplit(broker_settings.url.get_secret_value())
+    proxy = TcpProxy(broker_settings.url.get_secret_value())
+    await proxy.start()
+    host = parts.netloc.rsplit(":", 1)[0] if parts.port else parts.netloc
+    through_proxy = SecretStr(urlunsplit(parts._replace(netloc=f"{host}:{proxy.port}")))
+    api = make_settings(
+        database_url,
+        broker=broker_settings.model_copy(update={"url": through_proxy, "publish_timeout": 1.0}),
+    )
+    settings = make_settings(database_url, broker=broker_settings)
+    try:
+        async with serving(api) as (_, client), worker(settings):
+            proxy.cut()
+            for number in range(10):
+                body = {"name": f"cut{number}", "price_cents": 1}
+                assert (await client.post("/items", json=body)).status_code == 201
+            assert (
+                await count(database_url, "SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                == 10
+            )
+            proxy.restore()
+            await wait_for_count(database_url, AUDITED, 10, timeout=60)
+    finally:
+        await proxy.stop()
+    assert await count(database_url, "SELECT count(DISTINCT item_id) FROM item_audit") == 10
 
 
 async def test_rejected_write_emits_no_event(

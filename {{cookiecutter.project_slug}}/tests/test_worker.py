@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from {{ cookiecutter.package_name }}.settings import BrokerSettings
 
 TRACING = importlib.util.find_spec("{{ cookiecutter.package_name }}.observability.tracing") is not None
+METRICS = importlib.util.find_spec("{{ cookiecutter.package_name }}.messaging.metrics") is not None
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 AUDITED = "SELECT count(*) FROM item_audit"
 
@@ -46,6 +47,18 @@ async def test_event_flows_from_request_to_worker_with_its_trace(
             )
         assert response.status_code == 201
         await wait_for_count(database_url, AUDITED, 1)
+        async with httpx.AsyncClient(base_url=worker.url) as probe:
+            assert (await probe.get("/health/live")).status_code == 200
+            ready = await probe.get("/health/ready")
+            assert ready.json()["checks"] == {"consuming": True, "database": True}
+            metrics = await probe.get("/metrics")
+        if METRICS:
+            assert (
+                'messages_consumed_total{outcome="handled",type="item.created"} 1.0' in metrics.text
+            )
+            assert "message_backlog" in metrics.text
+        else:
+            assert metrics.status_code == 404
         assert worker.stop() == 0
         lines = [
             line for line in log_lines(worker.output()) if line.get("request_id") == "req-flow-1"
