@@ -24,6 +24,8 @@ def remove_disabled(answers: dict[str, object]) -> list[str]:
     for option, by_value in manifest.items():
         for path in by_value.get(str(answers[option]), {}).get("remove", []):
             target = Path(path)
+            if any(Path(gone) in (target, *target.parents) for gone in removed):
+                continue  # listed under two chosen values (e.g. broker=none and metrics=none)
             if target.is_dir():
                 shutil.rmtree(target)
             elif target.exists():
@@ -33,6 +35,11 @@ def remove_disabled(answers: dict[str, object]) -> list[str]:
             else:
                 sys.exit(f"ERROR: conditional_files.toml names {path!r}, which the template lacks")
             removed.append(path)
+    # One module name for several implementations (e.g. the broker): the chosen one is
+    # renamed into place after the others were removed.
+    for option, by_value in manifest.items():
+        for source, destination in by_value.get(str(answers[option]), {}).get("rename", {}).items():
+            Path(source).rename(destination)
     MANIFEST.unlink()
     return removed
 

@@ -27,6 +27,7 @@ CODE_OPTIONS = {
     "metrics": ["prometheus", "none"],
     "redis": ["yes", "no"],
 }
+NO_BROKER_URL = "no-broker-url"  # DATABASE_URL set, NATS_URL unset: the throwaway nats-server
 # Test suites run for a representative set: defaults on every Python, everything off,
 # mixed options, and one with DATABASE_URL and REDIS_URL unset (the throwaway servers' path).
 SUITES = [
@@ -34,7 +35,17 @@ SUITES = [
     pytest.param("3.13", {"include_example_api": "no", "tracing": "none", "metrics": "none", "redis": "no"}, True, id="all-off-py3.13"),
     pytest.param("3.11", {"tracing": "none"}, False, id="no-tracing-py3.11-embedded-postgres-and-redis"),
     pytest.param("3.12", {"metrics": "none", "include_example_api": "no"}, True, id="no-metrics-no-example-py3.12"),
+    # Broker suites: RabbitMQ (RABBITMQ_URL), NATS at NATS_URL, NATS on a throwaway server.
+    pytest.param("3.12", {"broker": "rabbitmq"}, True, id="rabbitmq-py3.12"),
+    pytest.param("3.12", {"broker": "nats", "tracing": "none"}, True, id="nats-no-tracing-py3.12"),
+    pytest.param("3.11", {"broker": "nats", "include_example_api": "no"}, NO_BROKER_URL, id="nats-no-example-throwaway-nats-py3.11"),
 ]  # fmt: skip
+# Each broker linted with every code option on, and with every one off.
+BROKER_LINT = [
+    {"include_example_api": on, "tracing": tracing, "metrics": metrics, "broker": broker}
+    for broker in ("rabbitmq", "nats")
+    for on, tracing, metrics in (("yes", "opentelemetry", "prometheus"), ("no", "none", "none"))
+]
 
 
 def interpreter(version: str) -> str:
@@ -57,9 +68,12 @@ def interpreter(version: str) -> str:
 def shared_venv(python: str, tmp_root: Path, cookies: Any) -> Path:  # noqa: ANN401
     """A virtualenv with the dependencies of a fully featured project, built once."""
     project = bake_ok(cookies)
-    key = hashlib.sha256(
-        (python + (project / "pyproject.toml").read_text(encoding="utf-8")).encode()
-    ).hexdigest()[:12]
+    # The defaults have no broker: the broker bakes bring FastStream's extras and nats-server.
+    brokers = [bake_ok(cookies, project_name=f"Deps {b}", broker=b) for b in ("rabbitmq", "nats")]
+    manifests = "".join(
+        (p / "pyproject.toml").read_text(encoding="utf-8") for p in [project, *brokers]
+    )
+    key = hashlib.sha256((python + manifests).encode()).hexdigest()[:12]
     venv = tmp_root / f"venv-{key}"
     with FileLock(str(venv) + ".lock"):
         if not (venv / "ready").exists():
@@ -69,9 +83,10 @@ def shared_venv(python: str, tmp_root: Path, cookies: Any) -> Path:  # noqa: ANN
             subprocess.run([*pip, "--upgrade", "pip"], check=True)
             # Install the project once to pull its dependencies, then drop the project
             # itself: each bake runs from its own tree.
-            subprocess.run([*pip, f"{project}[dev]"], check=True)
+            subprocess.run([*pip, *(f"{p}[dev]" for p in [project, *brokers])], check=True)
             subprocess.run(
-                [str(venv / "bin" / "python"), "-m", "pip", "uninstall", "--quiet", "-y", "my-service"],
+                [str(venv / "bin" / "python"), "-m", "pip", "uninstall", "--quiet", "-y", "my-service"]
+                + [p.name for p in brokers],
                 check=True,
             )
             (venv / "ready").touch()
@@ -99,19 +114,22 @@ def run(venv: Path, project: Path, *args: str, env: dict[str, str] | None = None
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
 
 
-def project_env(project: Path, *, database_url: bool) -> dict[str, str]:
+def project_env(project: Path, *, database_url: bool | str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = f"{project / 'src'}{os.pathsep}{project}"
     env["MYPYPATH"] = str(project / "src")
     if not database_url:  # the throwaway servers' path
         env.pop("DATABASE_URL", None)
         env.pop("REDIS_URL", None)
+    if database_url == NO_BROKER_URL:
+        env.pop("NATS_URL", None)
     return env
 
 
 @pytest.mark.parametrize(
     "answers",
-    [dict(zip(CODE_OPTIONS, values, strict=True)) for values in itertools.product(*CODE_OPTIONS.values())],
+    [dict(zip(CODE_OPTIONS, values, strict=True)) for values in itertools.product(*CODE_OPTIONS.values())]
+    + BROKER_LINT,
     ids=lambda a: "-".join(f"{k[:7]}={v}" for k, v in a.items()),
 )
 def test_lint_and_typecheck(cookies: Any, venv_root: Path, answers: dict[str, str]) -> None:
@@ -132,7 +150,7 @@ def test_generated_suite_passes(
     python_version: str,
     answers: dict[str, str],
     *,
-    database_url: bool,
+    database_url: bool | str,
 ) -> None:
     python = interpreter(python_version)
     venv = shared_venv(python, venv_root, cookies)

@@ -52,7 +52,12 @@ def service_env(
     database_url: str, port: int, extra_env: dict[str, str] | None = None, **settings: str
 ) -> dict[str, str]:
     """The environment of a child service: settings as `PREFIX_NAME` variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    # The test run's broker names (set by tests/messaging.py, when there is a broker) stay.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(ENV_PREFIX) or k.startswith(f"{ENV_PREFIX}BROKER__")
+    }
     env |= {
         f"{ENV_PREFIX}DATABASE_URL": database_url,
         f"{ENV_PREFIX}HOST": "127.0.0.1",

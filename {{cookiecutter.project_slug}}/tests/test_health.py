@@ -52,7 +52,7 @@ async def test_report_has_every_component(client: httpx.AsyncClient) -> None:
     assert checks["database:responseTime"][0]["observedUnit"] == "ms"
     assert checks["database:responseTime"][0]["status"] == "pass"
     assert {e["componentId"] for e in checks["database:connections"]} == {"size", "idle"}
-    assert [e["componentId"] for e in checks["circuitBreaker:state"]] == ["database"]
+    assert "database" in {e["componentId"] for e in checks["circuitBreaker:state"]}
     assert checks["circuitBreaker:state"][0]["observedValue"] == "closed"
     assert checks["eventLoop:lag"][0]["observedUnit"] == "ms"
     assert checks["requests:inFlight"][0]["observedValue"] >= 0

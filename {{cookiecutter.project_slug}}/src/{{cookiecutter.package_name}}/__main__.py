@@ -1,4 +1,4 @@
-"""Command line: `python -m {{ cookiecutter.package_name }} [serve|migrate|dev]`."""
+"""Command line: `python -m {{ cookiecutter.package_name }} [serve|migrate|dev{% if cookiecutter.broker != "none" %}|worker{% endif %}]`."""
 
 from __future__ import annotations
 
@@ -16,9 +16,13 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "migrate", "dev"],
+        choices=["serve", "migrate", "dev"{% if cookiecutter.broker != "none" %}, "worker"{% endif %}],
         help="serve (default): run the HTTP service; migrate: apply SQL migrations and exit; "
-        "dev: serve with reload and an embedded PostgreSQL when no database URL is set",
+        "dev: serve with reload and an embedded PostgreSQL when no database URL is set"
+{%- if cookiecutter.broker != "none" %}
+        "; worker: consume events from the broker",
+{%- else %},
+{%- endif %}
     )
     command = parser.parse_args(argv).command
     if command == "dev":
@@ -36,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
 
         asyncio.run(migrate(settings))
         return 0
+{%- if cookiecutter.broker != "none" %}
+    if command == "worker":
+        from {{ cookiecutter.package_name }}.messaging.worker import serve_worker  # noqa: PLC0415
+
+        serve_worker(settings)
+        return 0
+{%- endif %}
     from {{ cookiecutter.package_name }}.server import serve  # noqa: PLC0415
 
     serve(settings)

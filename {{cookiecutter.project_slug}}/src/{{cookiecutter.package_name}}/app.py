@@ -27,6 +27,9 @@ from {{ cookiecutter.package_name }}.http_client import open_outbound_client
 {%- if cookiecutter.redis == "yes" and cookiecutter.include_example_api == "yes" %}
 from {{ cookiecutter.package_name }}.idempotent_routes import make_idempotent
 {%- endif %}
+{%- if cookiecutter.broker != "none" and cookiecutter.include_example_api == "yes" %}
+from {{ cookiecutter.package_name }}.items.events import HANDLERS as ITEM_EVENT_HANDLERS
+{%- endif %}
 {%- if cookiecutter.include_example_api == "yes" %}
 from {{ cookiecutter.package_name }}.items.routes import router as items_router
 {%- endif %}
@@ -36,6 +39,15 @@ from {{ cookiecutter.package_name }}.jobs import heartbeat, run_periodic
 from {{ cookiecutter.package_name }}.lifecycle import Drain
 {%- if cookiecutter.redis == "yes" %}
 from {{ cookiecutter.package_name }}.locks import Locks
+{%- endif %}
+{%- if cookiecutter.broker != "none" %}
+from {{ cookiecutter.package_name }}.messaging.broker import open_broker
+from {{ cookiecutter.package_name }}.messaging.consumer import Consumer
+{%- if cookiecutter.metrics == "prometheus" %}
+from {{ cookiecutter.package_name }}.messaging.metrics import ConsumerMetrics
+{%- endif %}
+from {{ cookiecutter.package_name }}.messaging.outbox import Outbox, Relay
+from {{ cookiecutter.package_name }}.messaging.worker import WorkerState, probe_routes
 {%- endif %}
 from {{ cookiecutter.package_name }}.middleware import ServiceMiddleware
 from {{ cookiecutter.package_name }}.migrate import run_migrations
@@ -53,9 +65,15 @@ from {{ cookiecutter.package_name }}.observability.tracing import (
     RequestTracing,
     add_trace_ids,
     configure_tracing,
+{%- if cookiecutter.broker != "none" %}
+    continue_trace,
+{%- endif %}
     end_client_span,
     inject_trace_headers,
     query_span,
+{%- if cookiecutter.broker != "none" %}
+    trace_headers,
+{%- endif %}
 )
 {%- endif %}
 from {{ cookiecutter.package_name }}.openapi import document_problems
@@ -69,7 +87,9 @@ from {{ cookiecutter.package_name }}.shedding import RequestStats
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
-
+{% if cookiecutter.broker != "none" %}
+    from starlette.applications import Starlette
+{%- endif %}
     from starlette.routing import BaseRoute
 
     from {{ cookiecutter.package_name }}.observability.logging import AccessLog
@@ -198,14 +218,28 @@ def create_app(settings: Settings) -> FastAPI:
                 stack.callback(metrics.registry.unregister, collector)
 {%- endif %}
 {%- endif %}
+{%- if cookiecutter.broker != "none" %}
+            broker = app.state.broker = await stack.enter_async_context(
+                open_broker(settings.broker, on_state_change=breaker_changed)
+            )
+{%- if cookiecutter.tracing == "opentelemetry" %}
+            outbox = app.state.outbox = Outbox(trace_headers=trace_headers)
+{%- else %}
+            outbox = app.state.outbox = Outbox()
+{%- endif %}
+            await stack.enter_async_context(Relay(db, outbox, broker, settings.broker).running())
+{%- endif %}
 
             def breakers() -> list[CircuitBreaker]:
+                found = [db.breaker, *http_client.breakers.values()]
 {%- if cookiecutter.redis == "yes" %}
-                optional = [redis.breaker] if redis is not None else []
-                return [db.breaker, *http_client.breakers.values(), *optional]
-{%- else %}
-                return [db.breaker, *http_client.breakers.values()]
+                if redis is not None:
+                    found.append(redis.breaker)
 {%- endif %}
+{%- if cookiecutter.broker != "none" %}
+                found.append(broker.breaker)
+{%- endif %}
+                return found
 {% if cookiecutter.metrics == "prometheus" %}
             def sampled(lag: float) -> None:
                 metrics.loop_lag.observe(lag)
@@ -322,3 +356,84 @@ def create_app(settings: Settings) -> FastAPI:
 def app_from_env() -> FastAPI:
     """Zero-argument factory for uvicorn (`--factory`), used by every worker process."""
     return create_app(load_settings())
+{%- if cookiecutter.broker != "none" %}
+
+
+def create_worker(settings: Settings) -> Starlette:
+    """Build the worker: the consumers, and probes{% if cookiecutter.metrics == "prometheus" %} and metrics{% endif %} on their own port."""
+    from starlette.applications import Starlette  # noqa: PLC0415 - the API process never needs it
+
+    logs = setup_logging(settings)
+{%- if cookiecutter.tracing == "opentelemetry" %}
+    tracer_provider = configure_tracing(
+        service=settings.service_name, version=__version__, environment=settings.environment.value
+    )
+{%- endif %}
+{%- if cookiecutter.metrics == "prometheus" %}
+    metrics = ConsumerMetrics()
+{%- endif %}
+    state = WorkerState()
+
+    def breaker_changed(breaker: CircuitBreaker, old: CircuitState, new: CircuitState) -> None:
+        log.warning("circuit_state_changed", breaker=breaker.name, old=old.value, new=new.value)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if settings.migrate_on_startup:
+            log.info("migrations_applied", versions=await run_migrations(settings.dsn))
+        async with AsyncExitStack() as stack:
+            stack.callback(logs.flush)
+            stack.callback(log.info, "worker_stopped")
+{%- if cookiecutter.tracing == "opentelemetry" %}
+            if tracer_provider is not None:
+                stack.callback(tracer_provider.shutdown)
+{%- endif %}
+            db = state.db = await stack.enter_async_context(
+                open_database(settings, deadlines=Deadlines(), on_state_change=breaker_changed)
+            )
+            broker = state.broker = await stack.enter_async_context(
+                open_broker(settings.broker, on_state_change=breaker_changed)
+            )
+            consumer = Consumer(
+                db,
+{%- if cookiecutter.include_example_api == "yes" %}
+                ITEM_EVENT_HANDLERS,
+{%- else %}
+                {},  # add handlers by message type here
+{%- endif %}
+                name=settings.service_name,
+{%- if cookiecutter.tracing == "opentelemetry" %}
+                continue_trace=continue_trace,
+{%- endif %}
+{%- if cookiecutter.metrics == "prometheus" %}
+                observer=metrics,
+{%- endif %}
+            )
+{%- if cookiecutter.metrics == "prometheus" %}
+            broker.subscribe(consumer, metrics)
+{%- else %}
+            broker.subscribe(consumer, None)
+{%- endif %}
+            await broker.start()
+            state.consuming = True
+            log.info("worker_started", port=settings.broker.worker_port)
+            yield
+            state.consuming = False
+            log.info("worker_stopping")
+
+{%- if cookiecutter.metrics == "prometheus" %}
+
+    async def backlog() -> int:
+        return await state.broker.backlog() if state.broker is not None else 0
+
+    return Starlette(routes=[*probe_routes(state), *metrics.routes(backlog)], lifespan=lifespan)
+{%- else %}
+
+    return Starlette(routes=probe_routes(state), lifespan=lifespan)
+{%- endif %}
+
+
+def worker_from_env() -> Starlette:
+    """Zero-argument factory for the worker's uvicorn (`python -m ... worker`)."""
+    return create_worker(load_settings())
+{%- endif %}

@@ -165,6 +165,31 @@ class RedisSettings(BaseModel):
             raise ValueError(msg)
         return value
 {%- endif %}
+{%- if cookiecutter.broker != "none" %}
+
+
+class BrokerSettings(BaseModel):
+    """The message broker: outbox relay, worker concurrency, retries and dead letters."""
+{% if cookiecutter.broker == "rabbitmq" %}
+    url: SecretStr = SecretStr("amqp://guest:guest@localhost:5672/")
+{%- else %}
+    url: SecretStr = SecretStr("nats://localhost:4222")
+{%- endif %}
+    # Exchange/queue (RabbitMQ) or stream/subject (NATS) names all start with it.
+    prefix: str = Field("{{ cookiecutter.project_slug }}", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    publish_timeout: float = Field(5.0, gt=0)
+    relay_batch_size: int = Field(100, ge=1, le=10_000)
+    relay_poll_seconds: float = Field(0.5, gt=0)
+    relay_max_backoff_seconds: float = Field(30.0, gt=0)
+    outbox_retention_hours: float = Field(72.0, gt=0)
+    concurrency: int = Field(16, ge=1, le=10_000)
+    max_deliveries: int = Field(5, ge=1, le=100)
+    retry_backoff_seconds: float = Field(1.0, gt=0)
+    retry_max_backoff_seconds: float = Field(60.0, gt=0)
+    worker_port: int = Field(8081, ge=1, le=65535)
+    worker_shutdown_seconds: float = Field(15.0, gt=0)
+    breaker: BreakerSettings = BreakerSettings()
+{%- endif %}
 
 
 class Settings(BaseSettings):
@@ -195,6 +220,9 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
 {%- if cookiecutter.redis == "yes" %}
     redis: RedisSettings = RedisSettings()
+{%- endif %}
+{%- if cookiecutter.broker != "none" %}
+    broker: BrokerSettings = BrokerSettings()
 {%- endif %}
 
     @field_validator("database_url")
@@ -246,11 +274,7 @@ def describe(exc: ValidationError) -> str:
         message = error["msg"].removeprefix("Value error, ")
         value = error["input"]
         # Echo scalar inputs to help the operator, never a URL (it may hold a password).
-        scalar = (
-            isinstance(value, str | int | float)
-            and "DATABASE" not in variable
-            and "URL" not in variable
-        )
+        scalar = isinstance(value, str | int | float) and "URL" not in variable
         shown = f" (got {value!r})" if scalar else ""
         lines.append(f"{variable or 'settings'}: {message}{shown}")
     return "; ".join(lines)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 
 if TYPE_CHECKING:
-    from {{ cookiecutter.package_name }}.db import Database
+    from {{ cookiecutter.package_name }}.db import Connection, Database
     from {{ cookiecutter.package_name }}.items.models import ItemCreate, ItemUpdate
 
 Row = dict[str, Any]
@@ -19,12 +19,35 @@ class DuplicateItemError(Exception):
     """An item with that name exists already."""
 
 
+class EventSink(Protocol):
+    """Records events in the writing transaction (the messaging outbox, when there is one)."""
+
+    async def add(self, connection: Connection, event_type: str, payload: dict[str, Any]) -> None:
+        """Record `event_type` on `connection`, inside its transaction."""
+
+    def committed(self) -> None:
+        """The transaction that recorded events committed."""
+
+
 class ItemRepository:
     """Items table access through the guarded `Database`."""
 
-    def __init__(self, db: Database) -> None:
-        """Use `db` for every statement."""
+    def __init__(self, db: Database, events: EventSink | None = None) -> None:
+        """Use `db` for every statement; with `events`, changes emit `item.*` events."""
         self._db = db
+        self._events = events
+
+    async def _write(self, event_type: str, sql: str, *args: object) -> asyncpg.Record | None:
+        """Run a changing statement; with an event sink, its event goes in the same transaction."""
+        if self._events is None:
+            return await self._db.fetchrow(sql, *args)
+        async with self._db.connection("write") as connection, connection.transaction():
+            row = await connection.fetchrow(sql, *args)
+            if row is not None:
+                await self._events.add(connection, event_type, dict(row))
+        if row is not None:
+            self._events.committed()
+        return row
 
     async def get(self, item_id: int) -> Row | None:
         """The item with `item_id`, or None."""
@@ -43,7 +66,8 @@ class ItemRepository:
     async def create(self, item: ItemCreate) -> Row:
         """Insert `item`; raise `DuplicateItemError` when the name is taken."""
         try:
-            row = await self._db.fetchrow(
+            row = await self._write(
+                "item.created",
                 "INSERT INTO items (name, description, price_cents) VALUES ($1, $2, $3) "  # noqa: S608
                 f"RETURNING {_COLUMNS}",
                 item.name,
@@ -65,12 +89,14 @@ class ItemRepository:
             f"WHERE id = $1 RETURNING {_COLUMNS}"
         )
         try:
-            row = await self._db.fetchrow(sql, item_id, *fields.values())
+            row = await self._write("item.updated", sql, item_id, *fields.values())
         except asyncpg.UniqueViolationError:
             raise DuplicateItemError(str(fields.get("name"))) from None
         return dict(row) if row is not None else None
 
     async def delete(self, item_id: int) -> bool:
         """Delete the item; False when it did not exist."""
-        status = await self._db.execute("DELETE FROM items WHERE id = $1", item_id)
-        return status == "DELETE 1"
+        row = await self._write(
+            "item.deleted", "DELETE FROM items WHERE id = $1 RETURNING id", item_id
+        )
+        return row is not None

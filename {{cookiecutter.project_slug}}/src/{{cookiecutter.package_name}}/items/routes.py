@@ -37,7 +37,8 @@ def items_of(request: Request) -> ItemRepository:
     A plain call rather than a `Depends`: dependency resolution costs more per request
     than building this object, and the routes below are the service's hot path.
     """
-    return ItemRepository(request.app.state.db)
+    state = request.app.state
+    return ItemRepository(state.db, getattr(state, "outbox", None))
 
 
 def _json(body: Any, status_code: int = 200) -> Response:  # noqa: ANN401 - any orjson-serialisable value

@@ -27,6 +27,7 @@ hook adds none, so there is never more than one SERVER span per request.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from random import getrandbits
 from typing import TYPE_CHECKING, Final
 
@@ -43,7 +44,7 @@ from opentelemetry.trace import (
 from {{ cookiecutter.package_name }}.observability.tracestate import parse_tracestate
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator, Mapping
     from contextlib import AbstractContextManager
     from contextvars import Token
 
@@ -57,9 +58,11 @@ __all__ = [
     "RequestTracing",
     "add_trace_ids",
     "configure_tracing",
+    "continue_trace",
     "end_client_span",
     "inject_trace_headers",
     "query_span",
+    "trace_headers",
 ]
 
 _INSTRUMENTATION_NAME: Final = __name__
@@ -423,3 +426,35 @@ def configure_tracing(*, service: str, version: str, environment: str) -> SdkTra
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     return provider
+
+
+def trace_headers() -> dict[str, str]:
+    """The current trace as ``traceparent``/``tracestate`` headers, e.g. for a message."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+@contextmanager
+def continue_trace(headers: Mapping[str, str], name: str) -> Iterator[object]:
+    """Make a span that continues the trace in ``headers`` current (a message consumer).
+
+    Recorded as a CONSUMER span named ``name`` when the SDK exports; otherwise a
+    non-recording span with the sender's trace id and a new span id, so that log
+    lines carry the trace id of the request that caused the message.
+    """
+    encoded = [(key.encode("latin-1"), value.encode("latin-1")) for key, value in headers.items()]
+    parent = _extract(encoded)
+    # `configure_tracing` installs a global provider only when it exports.
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        trace_id, span_id = _new_trace_ids()
+        sampled, trace_state = 0, _EMPTY_TRACE_STATE
+        if parent is not None:
+            trace_id, _, sampled, trace_state = parent
+        with trace.use_span(_RequestSpan(trace_id, span_id, sampled, trace_state)) as span:
+            yield span
+        return
+    extracted = propagate.extract(dict(headers))
+    tracer = trace.get_tracer(_INSTRUMENTATION_NAME)
+    with tracer.start_as_current_span(name, context=extracted, kind=SpanKind.CONSUMER) as span:
+        yield span

@@ -1,0 +1,81 @@
+"""What happens to one delivery: decode, handle, then ack, retry later or dead-letter.
+
+Broker-independent: the broker module supplies the three ways to settle a delivery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from {{ cookiecutter.package_name }}.messaging.envelope import MalformedMessageError, Message
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
+
+    from {{ cookiecutter.package_name }}.messaging.consumer import Consumer, ConsumerObserver
+    from {{ cookiecutter.package_name }}.settings import BrokerSettings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A received message and how to settle it with the broker."""
+
+    headers: Mapping[str, Any]
+    body: bytes
+    attempt: int  # 1 for the first delivery
+    ack: Callable[[], Awaitable[None]]
+    retry: Callable[[float], Awaitable[None]]  # deliver again after that many seconds
+    dead_letter: Callable[[str], Awaitable[None]]  # give up, with the reason
+
+
+def retry_delay(attempt: int, settings: BrokerSettings) -> float:
+    """Exponential backoff before delivery `attempt + 1`."""
+    delay: float = settings.retry_backoff_seconds * 2 ** (attempt - 1)
+    return min(delay, settings.retry_max_backoff_seconds)
+
+
+async def settle(
+    delivery: Delivery,
+    consumer: Consumer,
+    settings: BrokerSettings,
+    observer: ConsumerObserver | None,
+) -> None:
+    """Handle `delivery` and settle it; acks only after the handler's transaction committed.
+
+    A malformed message is dead-lettered at once; a failing one is retried with backoff
+    until its `max_deliveries`-th attempt, then dead-lettered: it never blocks the queue.
+    """
+    try:
+        message = Message.decode(dict(delivery.headers), delivery.body)
+    except MalformedMessageError as exc:
+        log.warning("message_dead_lettered", reason=str(exc))
+        await delivery.dead_letter(str(exc))
+        if observer is not None:
+            observer.dead_lettered("malformed")
+        return
+    try:
+        await consumer.process(message)
+    except Exception as exc:  # noqa: BLE001 - any handler failure is retried or dead-lettered
+        reason = f"{type(exc).__name__}: {exc}"
+        if delivery.attempt >= settings.max_deliveries:
+            log.warning(
+                "message_dead_lettered",
+                message_id=str(message.id),
+                message_type=message.type,
+                attempts=delivery.attempt,
+                reason=reason,
+            )
+            await delivery.dead_letter(f"failed {delivery.attempt} times; last: {reason}")
+            if observer is not None:
+                observer.dead_lettered(message.type)
+        else:
+            await delivery.retry(retry_delay(delivery.attempt, settings))
+            if observer is not None:
+                observer.retried(message.type)
+        return
+    await delivery.ack()

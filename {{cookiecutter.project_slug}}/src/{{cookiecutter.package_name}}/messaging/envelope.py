@@ -1,0 +1,72 @@
+"""What travels through the broker: a JSON body and the headers that describe it.
+
+The body is the event's payload only; everything about the message (its id, type, time,
+the trace and the request and caller that caused it) is in headers, so that the broker,
+its tools and any consumer can route and correlate without parsing the body.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+
+MESSAGE_ID: Final = "message-id"
+MESSAGE_TYPE: Final = "message-type"
+MESSAGE_TIME: Final = "message-time"
+REQUEST_ID: Final = "x-request-id"
+USER_ID: Final = "x-user-id"
+TRACEPARENT: Final = "traceparent"
+TRACESTATE: Final = "tracestate"
+# Set by the worker on a dead-lettered message: why it was given up.
+DEAD_LETTER_REASON: Final = "x-dead-letter-reason"
+
+
+class MalformedMessageError(Exception):
+    """A delivery that is not one of our messages (missing headers, body not JSON)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One event: `payload` is the JSON body, `headers` hold the rest (all strings)."""
+
+    id: uuid.UUID
+    type: str
+    time: datetime
+    payload: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def body(self) -> bytes:
+        """The payload as JSON bytes."""
+        return orjson.dumps(self.payload)
+
+    @property
+    def request_id(self) -> str | None:
+        """The `X-Request-ID` of the HTTP request that caused the event, if any."""
+        return self.headers.get(REQUEST_ID)
+
+    @property
+    def user_id(self) -> str | None:
+        """The authenticated caller of that request, if any."""
+        return self.headers.get(USER_ID)
+
+    @classmethod
+    def decode(cls, headers: dict[str, Any], body: bytes) -> Message:
+        """Read a delivery; raise `MalformedMessageError` when it cannot be one of ours."""
+        text = {str(k).lower(): str(v) for k, v in headers.items() if v is not None}
+        try:
+            payload = orjson.loads(body)
+            message_id = uuid.UUID(text[MESSAGE_ID])
+            message_time = datetime.fromisoformat(text[MESSAGE_TIME])
+            message_type = text[MESSAGE_TYPE]
+        except (KeyError, ValueError, orjson.JSONDecodeError) as exc:
+            msg = f"not a valid message: {type(exc).__name__}: {exc}"
+            raise MalformedMessageError(msg) from None
+        if not isinstance(payload, dict):
+            msg = "not a valid message: the body is not a JSON object"
+            raise MalformedMessageError(msg)
+        return cls(message_id, message_type, message_time, payload, text)
