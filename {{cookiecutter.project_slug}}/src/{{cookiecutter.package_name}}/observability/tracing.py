@@ -447,12 +447,13 @@ def continue_trace(headers: Mapping[str, str], name: str) -> Iterator[object]:
     parent = _extract(encoded)
     # `configure_tracing` installs a global provider only when it exports.
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-        trace_id, span_id = _new_trace_ids()
-        sampled, trace_state = 0, _EMPTY_TRACE_STATE
-        if parent is not None:
-            trace_id, _, sampled, trace_state = parent
-        with trace.use_span(_RequestSpan(trace_id, span_id, sampled, trace_state)) as span:
-            yield span
+        if parent is None:
+            span = _request_span(_random_id(128), _NEW_TRACE_FLAGS, _EMPTY_TRACE_STATE)
+        else:
+            trace_id, _, flags, trace_state = parent
+            span = _request_span(int(trace_id, 16), flags, trace_state)
+        with trace.use_span(span) as current:
+            yield current
         return
     extracted = propagate.extract(dict(headers))
     tracer = trace.get_tracer(_INSTRUMENTATION_NAME)
