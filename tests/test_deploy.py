@@ -52,6 +52,8 @@ SPEC_SETTINGS = {
     "SHUTDOWN__TIMEOUT_SECONDS",
     "LOG__LEVEL",
     "LOG__FORMAT",
+    "REDIS__URL",
+    "BROKER__URL",
 }
 DEFAULT_DRAIN_SECONDS = 5
 DEFAULT_TIMEOUT_SECONDS = 20
@@ -587,7 +589,12 @@ def test_compose_tracing(project: Project) -> None:
         assert env["OTEL_SERVICE_NAME"] == project.answers["project_slug"]
     else:
         assert not [k for k in env if k.startswith("OTEL_")]
-        assert set(services) == {"app", "db", "migrate"}
+        expected = {"app", "db", "migrate"}
+        if project.answers.get("redis") == "yes":
+            expected.add("redis")
+        if project.answers.get("broker", "none") != "none":
+            expected |= {"broker", "worker"}
+        assert set(services) == expected
 
 
 def test_no_template_leftovers(project: Project) -> None:
