@@ -159,3 +159,24 @@ def test_dependabot_covers_uv_docker_and_actions(cookies: Any) -> None:  # noqa:
     renovate = bake_ok(cookies, ci="gitlab") / "renovate.json"
     assert json.loads(renovate.read_text())["lockFileMaintenance"]["enabled"] is True
     assert not (bake_ok(cookies, ci="none") / "renovate.json").exists()
+
+
+def test_network_policy_selects_the_service_pods_and_allows_what_they_need(cookies: Any) -> None:  # noqa: ANN401
+    from tests.test_deploy import kustomize  # noqa: PLC0415 - the deploy tests' renderer
+
+    project = bake_ok(cookies, http_port="9090")
+    docs = kustomize(project / "deploy" / "k8s" / "overlays" / "example")
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    assert policy["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    # Ingress: the container's named HTTP port only, from the ingress namespace only.
+    (rule,) = policy["spec"]["ingress"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert [named[p["port"]] for p in rule["ports"]] == [9090]
+    assert all("namespaceSelector" in peer for peer in rule["from"])
+    egress = {(p["protocol"], p["port"]) for r in policy["spec"]["egress"] for p in r["ports"]}
+    assert {("UDP", 53), ("TCP", 53), ("TCP", 5432)} <= egress
