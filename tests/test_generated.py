@@ -72,14 +72,18 @@ def shared_venv(python: str, tmp_root: Path, cookies: Any) -> Path:  # noqa: ANN
     for answers in VENV_COMBOS:
         needed.update(requirements(bake_ok(cookies, **answers)))
     wanted = sorted(needed)
-    key = hashlib.sha256("\n".join([python, *wanted]).encode()).hexdigest()[:12]
+    key = hashlib.sha256("\n".join([python, "compiled", *wanted]).encode()).hexdigest()[:12]
     venv = tmp_root / f"venv-{key}"
     with FileLock(str(venv) + ".lock"):
         if not (venv / "ready").exists():
             shutil.rmtree(venv, ignore_errors=True)
             subprocess.run([uv(), "venv", "--quiet", "--python", python, str(venv)], check=True)
+            # Bytecode compiled up front, as pip does: without it the first processes to
+            # import the service compile it concurrently, and a uvicorn worker that takes
+            # more than its 5 s health-check timeout to start gets killed.
+            python_ = str(venv / "bin" / "python")
             subprocess.run(
-                [uv(), "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), *wanted],
+                [uv(), "pip", "install", "--quiet", "--compile-bytecode", "--python", python_, *wanted],
                 check=True,
             )
             (venv / "ready").write_text("\n".join(wanted) + "\n", encoding="utf-8")

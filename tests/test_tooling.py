@@ -101,7 +101,8 @@ def test_uv_life_cycle_hooks_and_locked_image_build(cookies: Any, tmp_path: Path
     pass on the fresh project with no git host reachable; hadolint is clean; and the
     Dockerfile's build stage, replayed, installs from the lock and refuses a stale or
     missing one."""
-    project = bake_ok(cookies)
+    # A package name that sorts after `tests`: the import order must not depend on it.
+    project = bake_ok(cookies, project_name="Weather Service")
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
     env["PATH"] = f"{Path(uv()).parent}{os.pathsep}{env['PATH']}"
     env["UV_PYTHON_DOWNLOADS"] = "never"
@@ -131,11 +132,11 @@ def test_uv_life_cycle_hooks_and_locked_image_build(cookies: Any, tmp_path: Path
     image_env = {**env, "UV_PROJECT_ENVIRONMENT": str(tmp_path / "opt-venv"), "UV_PYTHON": sys.executable}
     check(uv(), "sync", "--locked", "--no-dev", "--no-editable", cwd=context, env=image_env)
     site = next((tmp_path / "opt-venv" / "lib").glob("python3.*/site-packages"))
-    package = site / "my_service"
+    package = site / "weather_service"
     assert (package / "__main__.py").is_file()
     assert list((package / "migrations").glob("*.sql"))
     assert not (site / "pytest").exists(), "dev tools in the image"
-    assert not [p for p in site.glob("*.pth") if "my_service" in p.name], "editable install"
+    assert not [p for p in site.glob("*.pth") if "weather_service" in p.name], "editable install"
     # A stale lock stops the build with uv's message; a missing one with ours.
     pyproject = context / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('"httpx>=0.28",', '"httpx>=0.28",\n    "idna>=3",'))
