@@ -62,12 +62,17 @@ def requirements(project: Path) -> list[str]:
     return [*pyproject["project"]["dependencies"], *dev]
 
 
+_VENVS: dict[str, Path] = {}
+
+
 def shared_venv(python: str, tmp_root: Path, cookies: Any) -> Path:  # noqa: ANN401
     """A virtualenv with the union of the dependencies of every option value, built once.
 
     The combinations in VENV_COMBOS use every option value between them (a broker that
     is RabbitMQ in one and NATS in another, for instance); their requirements are merged.
     """
+    if python in _VENVS:  # this worker has it already: no bakes to read requirements from
+        return _VENVS[python]
     needed: set[str] = set()
     for answers in VENV_COMBOS:
         needed.update(requirements(bake_ok(cookies, **answers)))
@@ -87,6 +92,7 @@ def shared_venv(python: str, tmp_root: Path, cookies: Any) -> Path:  # noqa: ANN
                 check=True,
             )
             (venv / "ready").write_text("\n".join(wanted) + "\n", encoding="utf-8")
+    _VENVS[python] = venv
     return venv
 
 
