@@ -72,7 +72,7 @@ def main() -> None:
         f"\nCreated {answers['project_slug']} in {Path.cwd()}\n\n"
         "Next steps:\n"
         f"  cd {answers['project_slug']}\n"
-        "  make install   # virtualenv in .venv with runtime and dev dependencies\n"
+        "  make install   # uv sync: .venv with runtime and dev dependencies, writes uv.lock\n"
         "  make dev       # serve with reload; starts an embedded PostgreSQL if no DSN is set\n"
         "  make test      # the test suite against a real PostgreSQL\n"
     )

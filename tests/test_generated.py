@@ -1,18 +1,22 @@
 """Generated projects pass their own ruff, ruff format, mypy --strict and test suite.
 
-One virtualenv per Python interpreter holds every dependency any option can need; each
-baked project runs from its source tree (PYTHONPATH), so bakes never reinstall anything
-and can share the environment. Projects get distinct names, so nothing collides either.
+The option matrix (tests/matrix.py) decides which combinations each tier covers. One
+virtualenv per Python interpreter holds every dependency any option value can need;
+each baked project runs from its source tree (PYTHONPATH), so bakes never reinstall
+anything and can share the environment. Projects get distinct names, so nothing
+collides either.
 """
 
 from __future__ import annotations
 
+import compileall
 import hashlib
-import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -20,32 +24,10 @@ import pytest
 from filelock import FileLock
 
 from tests.conftest import bake_ok
+from tests.matrix import FULL, PAIRWISE, SUITES, VENV_COMBOS, name
 
-CODE_OPTIONS = {
-    "include_example_api": ["yes", "no"],
-    "tracing": ["opentelemetry", "none"],
-    "metrics": ["prometheus", "none"],
-    "redis": ["yes", "no"],
-}
-NO_BROKER_URL = "no-broker-url"  # DATABASE_URL set, NATS_URL unset: the throwaway nats-server
-# Test suites run for a representative set: defaults on every Python, everything off,
-# mixed options, and one with DATABASE_URL and REDIS_URL unset (the throwaway servers' path).
-SUITES = [
-    pytest.param("3.12", {}, True, id="defaults-py3.12"),
-    pytest.param("3.13", {"include_example_api": "no", "tracing": "none", "metrics": "none", "redis": "no"}, True, id="all-off-py3.13"),
-    pytest.param("3.11", {"tracing": "none"}, False, id="no-tracing-py3.11-embedded-postgres-and-redis"),
-    pytest.param("3.12", {"metrics": "none", "include_example_api": "no"}, True, id="no-metrics-no-example-py3.12"),
-    # Broker suites: RabbitMQ (RABBITMQ_URL), NATS at NATS_URL, NATS on a throwaway server.
-    pytest.param("3.12", {"broker": "rabbitmq"}, True, id="rabbitmq-py3.12"),
-    pytest.param("3.12", {"broker": "nats", "tracing": "none"}, True, id="nats-no-tracing-py3.12"),
-    pytest.param("3.11", {"broker": "nats", "include_example_api": "no"}, NO_BROKER_URL, id="nats-no-example-throwaway-nats-py3.11"),
-]  # fmt: skip
-# Each broker linted with every code option on, and with every one off.
-BROKER_LINT = [
-    {"include_example_api": on, "tracing": tracing, "metrics": metrics, "broker": broker}
-    for broker in ("rabbitmq", "nats")
-    for on, tracing, metrics in (("yes", "opentelemetry", "prometheus"), ("no", "none", "none"))
-]
+# Template syntax that survived rendering. `${{ ... }}` is GitHub Actions' own syntax.
+LEFTOVER = re.compile(r"(?<!\$)\{\{|\{%")
 
 
 def interpreter(version: str) -> str:
@@ -65,31 +47,52 @@ def interpreter(version: str) -> str:
     return sys.executable
 
 
+def uv() -> str:
+    """uv from the tests' own environment (tests/requirements.txt), else from PATH."""
+    beside = Path(sys.executable).with_name("uv")
+    found = str(beside) if beside.exists() else shutil.which("uv")
+    assert found, "uv is not installed: pip install -r tests/requirements.txt"
+    return found
+
+
+def requirements(project: Path) -> list[str]:
+    """Runtime dependencies and the dev group of a baked project."""
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    dev = [r for r in pyproject.get("dependency-groups", {}).get("dev", []) if isinstance(r, str)]
+    return [*pyproject["project"]["dependencies"], *dev]
+
+
+_VENVS: dict[str, Path] = {}
+
+
 def shared_venv(python: str, tmp_root: Path, cookies: Any) -> Path:  # noqa: ANN401
-    """A virtualenv with the dependencies of a fully featured project, built once."""
-    project = bake_ok(cookies)
-    # The defaults have no broker: the broker bakes bring FastStream's extras and nats-server.
-    brokers = [bake_ok(cookies, project_name=f"Deps {b}", broker=b) for b in ("rabbitmq", "nats")]
-    manifests = "".join(
-        (p / "pyproject.toml").read_text(encoding="utf-8") for p in [project, *brokers]
-    )
-    key = hashlib.sha256((python + manifests).encode()).hexdigest()[:12]
+    """A virtualenv with the union of the dependencies of every option value, built once.
+
+    The combinations in VENV_COMBOS use every option value between them (a broker that
+    is RabbitMQ in one and NATS in another, for instance); their requirements are merged.
+    """
+    if python in _VENVS:  # this worker has it already: no bakes to read requirements from
+        return _VENVS[python]
+    needed: set[str] = set()
+    for answers in VENV_COMBOS:
+        needed.update(requirements(bake_ok(cookies, **answers)))
+    wanted = sorted(needed)
+    key = hashlib.sha256("\n".join([python, "compiled", *wanted]).encode()).hexdigest()[:12]
     venv = tmp_root / f"venv-{key}"
     with FileLock(str(venv) + ".lock"):
         if not (venv / "ready").exists():
             shutil.rmtree(venv, ignore_errors=True)
-            subprocess.run([python, "-m", "venv", str(venv)], check=True)
-            pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-            subprocess.run([*pip, "--upgrade", "pip"], check=True)
-            # Install the project once to pull its dependencies, then drop the project
-            # itself: each bake runs from its own tree.
-            subprocess.run([*pip, *(f"{p}[dev]" for p in [project, *brokers])], check=True)
+            subprocess.run([uv(), "venv", "--quiet", "--python", python, str(venv)], check=True)
+            # Bytecode compiled up front, as pip does: without it the first processes to
+            # import the service compile it concurrently, and a uvicorn worker that takes
+            # more than its 5 s health-check timeout to start gets killed.
+            python_ = str(venv / "bin" / "python")
             subprocess.run(
-                [str(venv / "bin" / "python"), "-m", "pip", "uninstall", "--quiet", "-y", "my-service"]
-                + [p.name for p in brokers],
+                [uv(), "pip", "install", "--quiet", "--compile-bytecode", "--python", python_, *wanted],
                 check=True,
             )
-            (venv / "ready").touch()
+            (venv / "ready").write_text("\n".join(wanted) + "\n", encoding="utf-8")
+    _VENVS[python] = venv
     return venv
 
 
@@ -114,47 +117,64 @@ def run(venv: Path, project: Path, *args: str, env: dict[str, str] | None = None
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
 
 
-def project_env(project: Path, *, database_url: bool | str) -> dict[str, str]:
+def project_env(project: Path, *, database_url: bool) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = f"{project / 'src'}{os.pathsep}{project}"
     env["MYPYPATH"] = str(project / "src")
     if not database_url:  # the throwaway servers' path
-        env.pop("DATABASE_URL", None)
-        env.pop("REDIS_URL", None)
-    if database_url == NO_BROKER_URL:
-        env.pop("NATS_URL", None)
+        for variable in ("DATABASE_URL", "REDIS_URL", "NATS_URL"):
+            env.pop(variable, None)
     return env
 
 
-@pytest.mark.parametrize(
-    "answers",
-    [dict(zip(CODE_OPTIONS, values, strict=True)) for values in itertools.product(*CODE_OPTIONS.values())]
-    + BROKER_LINT,
-    ids=lambda a: "-".join(f"{k[:7]}={v}" for k, v in a.items()),
-)
-def test_lint_and_typecheck(cookies: Any, venv_root: Path, answers: dict[str, str]) -> None:
+@pytest.mark.parametrize("answers", FULL, ids=[name(a) for a in FULL])
+def test_matrix_full_bakes_compiles_and_lints(cookies: Any, venv_root: Path, answers: dict[str, str]) -> None:
+    """Tier 1, every code-shaping combination: bake, no template syntax, compile, ruff check."""
     venv = shared_venv(sys.executable, venv_root, cookies)
     # Short names: the template is formatted for names of ordinary length.
-    name = "Lint " + "".join(value[0] for value in answers.values())
-    project = bake_ok(cookies, project_name=name, **answers)
+    project = bake_ok(cookies, project_name=f"Full {FULL.index(answers)}", **answers)
+    for path in project.rglob("*"):
+        if path.is_file():
+            text = path.read_text(encoding="utf-8", errors="replace")
+            leftover = LEFTOVER.search(text)
+            assert leftover is None, f"{path}: template syntax left: {text[leftover.start():][:60]!r}"
+    assert compileall.compile_dir(project, quiet=1, force=True), "byte-compilation failed"
+    run(venv, project, "ruff", "check", "--no-cache", ".", env=project_env(project, database_url=True))
+
+
+@pytest.mark.parametrize("answers", PAIRWISE, ids=[name(a) for a in PAIRWISE])
+def test_matrix_pairwise_formats_and_typechecks(
+    cookies: Any,  # noqa: ANN401
+    venv_root: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    answers: dict[str, str],
+) -> None:
+    """Tier 2, every pair of option values in some combination: ruff format, mypy --strict."""
+    venv = shared_venv(sys.executable, venv_root, cookies)
+    project = bake_ok(cookies, project_name=f"Pair {PAIRWISE.index(answers)}", **answers)
     env = project_env(project, database_url=True)
-    run(venv, project, "ruff", "check", "--no-cache", ".", env=env)
     run(venv, project, "ruff", "format", "--check", "--no-cache", ".", env=env)
-    run(venv, project, "mypy", "--cache-dir", "/dev/null", env=env)
+    # One mypy cache per worker: third-party modules are analysed once, not per bake.
+    cache = tmp_path_factory.getbasetemp() / "mypy-cache"
+    run(venv, project, "mypy", "--cache-dir", str(cache), env=env)
 
 
-@pytest.mark.parametrize(("python_version", "answers", "database_url"), SUITES)
+@pytest.mark.parametrize(
+    ("python_version", "answers", "database_url"),
+    [pytest.param(python, answers, url, id=label) for label, python, answers, url in SUITES],
+)
 def test_generated_suite_passes(
     cookies: Any,  # noqa: ANN401
     venv_root: Path,
     python_version: str,
     answers: dict[str, str],
     *,
-    database_url: bool | str,
+    database_url: bool,
 ) -> None:
+    """Tier 3: the generated project's whole test suite (see matrix.SUITES)."""
     python = interpreter(python_version)
     venv = shared_venv(python, venv_root, cookies)
-    name = f"Suite {python_version.replace('.', '')} " + "".join(v[0] for v in answers.values())
-    project = bake_ok(cookies, project_name=name, python_version=python_version, **answers)
+    index = next(i for i, case in enumerate(SUITES) if case[1:] == (python_version, answers, database_url))
+    project = bake_ok(cookies, project_name=f"Suite {index}", python_version=python_version, **answers)
     env = project_env(project, database_url=database_url)
     run(venv, project, "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", env=env)

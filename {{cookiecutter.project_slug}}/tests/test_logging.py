@@ -134,6 +134,7 @@ class Server:
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,  # its own process group, workers included
         )
         # Both pipes drained by threads: communicate() would race the stdout reader.
         self._readers = [
@@ -142,9 +143,16 @@ class Server:
         ]
         for reader in self._readers:
             reader.start()
-        running = self.wait_for(lambda line: "Uvicorn running on" in line.get("event", ""))
-        self.url = re.findall(r"http://127\.0\.0\.1:\d+", running["event"])[0]
-        self.wait_for(lambda line: line.get("event") == "Application startup complete.", workers)
+        try:
+            running = self.wait_for(lambda line: "Uvicorn running on" in line.get("event", ""))
+            self.url = re.findall(r"http://127\.0\.0\.1:\d+", running["event"])[0]
+            started = "Application startup complete."
+            self.wait_for(lambda line: line.get("event") == started, workers)
+        except BaseException:
+            # A server that failed to start is not left running, nor are its workers.
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait(timeout=15)
+            raise
 
     def _read_stdout(self) -> None:
         assert self._process.stdout is not None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import structlog
 from fastapi import FastAPI
 
-from {{ cookiecutter.package_name }} import __version__, health
+from {{ cookiecutter.package_name }} import __version__, api_docs, health
 from {{ cookiecutter.package_name }}.collector import GarbageCollector
 from {{ cookiecutter.package_name }}.db import open_database
 from {{ cookiecutter.package_name }}.deadline import Deadlines
@@ -273,6 +273,9 @@ def create_app(settings: Settings) -> FastAPI:
         title={{ cookiecutter.project_name | pystr }},
         version=__version__,
         lifespan=lifespan,
+        # The docs page is api_docs' own (no CDN); ReDoc would load from a CDN, so it is off.
+        docs_url=None,
+        redoc_url=None,
         # FastAPI's built-in telemetry switches on with any SDK provider and costs
         # several times what the service middleware's hooks do for the same span and
         # metrics; it checks the providers on every request even while off.
@@ -300,6 +303,7 @@ def create_app(settings: Settings) -> FastAPI:
     add_routes(app, metrics_routes)
 {%- endif %}
     app.router.routes.extend(docs_routes)
+    add_routes(app, api_docs.routes(title=app.title, openapi_url=app.openapi_url or ""))
 {%- if cookiecutter.redis == "yes" %}
     if rate_limiter is not None:
         install_openapi(app, settings.redis.rate_limit.exempt_paths)
