@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from {{ cookiecutter.package_name }}.settings import ENV_PREFIX
+from tests.session_context import SERVICE_ENV
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -52,7 +53,7 @@ def service_env(
     database_url: str, port: int, extra_env: dict[str, str] | None = None, **settings: str
 ) -> dict[str, str]:
     """The environment of a child service: settings as `PREFIX_NAME` variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)} | SERVICE_ENV
     env |= {
         f"{ENV_PREFIX}DATABASE_URL": database_url,
         f"{ENV_PREFIX}HOST": "127.0.0.1",
