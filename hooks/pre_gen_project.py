@@ -36,12 +36,13 @@ CHOICES = {
     "metrics": ("prometheus", "none"),
     "kubernetes": ("yes", "no"),
     "ci": ("github", "gitlab", "none"),
+    "auth": ("none", "jwt"),
 }
 # Package names that would shadow a dependency the service imports.
 TAKEN = {
     "fastapi", "starlette", "uvicorn", "asyncpg", "pydantic", "pydantic_settings",
     "structlog", "orjson", "httpx", "opentelemetry", "prometheus_client", "tests",
-    "uvloop", "httptools", "anyio",
+    "uvloop", "httptools", "anyio", "jwt", "cryptography",
 }  # fmt: skip
 
 

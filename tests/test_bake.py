@@ -70,6 +70,7 @@ MANIFEST_CASES = [
     ("tracing", "none", ["src/my_service/observability/tracing.py", "tests/test_tracing.py"]),
     ("metrics", "none", ["src/my_service/observability/metrics.py", "tests/test_metrics.py"]),
     ("kubernetes", "no", ["deploy"]),
+    ("auth", "none", ["src/my_service/auth", "tests/test_auth.py", "tests/auth_support.py", "tests/identity_provider.py"]),
 ]  # fmt: skip
 
 

@@ -25,6 +25,7 @@ CODE_OPTIONS = {
     "include_example_api": ["yes", "no"],
     "tracing": ["opentelemetry", "none"],
     "metrics": ["prometheus", "none"],
+    "auth": ["none", "jwt"],
 }
 # Test suites run for a representative set: defaults on every Python, everything off,
 # mixed options, and one with DATABASE_URL unset (the throwaway PostgreSQL path).
@@ -33,6 +34,7 @@ SUITES = [
     pytest.param("3.13", {"include_example_api": "no", "tracing": "none", "metrics": "none"}, True, id="all-off-py3.13"),
     pytest.param("3.11", {"tracing": "none"}, False, id="no-tracing-py3.11-embedded-postgres"),
     pytest.param("3.12", {"metrics": "none", "include_example_api": "no"}, True, id="no-metrics-no-example-py3.12"),
+    pytest.param("3.12", {"auth": "jwt"}, True, id="auth-jwt-py3.12"),
 ]  # fmt: skip
 
 
@@ -55,7 +57,7 @@ def interpreter(version: str) -> str:
 
 def shared_venv(python: str, tmp_root: Path, cookies: Any) -> Path:  # noqa: ANN401
     """A virtualenv with the dependencies of a fully featured project, built once."""
-    project = bake_ok(cookies)
+    project = bake_ok(cookies, auth="jwt")
     key = hashlib.sha256(
         (python + (project / "pyproject.toml").read_text(encoding="utf-8")).encode()
     ).hexdigest()[:12]
