@@ -14,14 +14,18 @@ import hmac
 import json
 import time
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
+from fastapi import Depends
+from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
+from {{ cookiecutter.package_name }}.auth.scopes import CurrentPrincipal, require
+from {{ cookiecutter.package_name }}.auth.verifier import Principal  # noqa: TC001 - FastAPI resolves it
 from {{ cookiecutter.package_name }}.http_client import HttpClient  # noqa: TC001 - FastAPI resolves it at run time
 from {{ cookiecutter.package_name }}.settings import ENV_PREFIX, AuthSettings
 from tests.conftest import make_settings, serving
@@ -36,6 +40,18 @@ if TYPE_CHECKING:
 
 PROBLEM = "application/problem+json"
 WRITER = "items:read items:write"
+WHOAMI = "/test-auth/whoami"
+THINGS = "/test-auth/things"
+
+
+async def whoami(caller: CurrentPrincipal) -> dict[str, Any]:
+    return {"subject": caller.subject, "scopes": sorted(caller.scopes)}
+
+
+async def change_things(
+    caller: Annotated[Principal, Depends(require("things:write"))],
+) -> dict[str, str]:
+    return {"changed_by": caller.subject}
 
 
 @pytest.fixture
@@ -55,6 +71,8 @@ async def trusting(
         http_client={"connect_timeout": 0.5, "total_timeout": 2},
     )
     async with serving(settings) as (app, client):
+        app.add_api_route(WHOAMI, whoami)
+        app.add_api_route(THINGS, change_things, methods=["POST"])
         client.headers.pop("Authorization", None)
         yield app, client
 
@@ -96,12 +114,13 @@ async def test_valid_rsa_and_ec_tokens_are_accepted(
     client: httpx.AsyncClient, provider: IdentityProvider
 ) -> None:
     for key in (provider.rsa, provider.ec):
-        response = await client.get("/items", headers=bearer(provider.token(key=key)))
+        response = await client.get(WHOAMI, headers=bearer(provider.token(key=key, sub="ann")))
         assert response.status_code == 200, response.text
+        assert response.json() == {"subject": "ann", "scopes": ["items:read"]}
 
 
 async def test_missing_token_is_401_with_a_bare_challenge(client: httpx.AsyncClient) -> None:
-    response = await client.get("/items/1")
+    response = await client.get(WHOAMI)
     assert response.status_code == 401
     # RFC 6750, section 3.1: no error code when the request carried no credentials.
     assert challenge(response) == "Bearer"
@@ -112,7 +131,7 @@ async def test_missing_token_is_401_with_a_bare_challenge(client: httpx.AsyncCli
     ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "Bearer not-a-jwt", "Bearer a.b.c", "Bearer ...."],
 )
 async def test_garbled_headers_are_401(client: httpx.AsyncClient, authorization: str) -> None:
-    response = await client.get("/items", headers={"Authorization": authorization})
+    response = await client.get(WHOAMI, headers={"Authorization": authorization})
     assert response.status_code == 401
     value = challenge(response)
     if authorization.startswith("Bearer"):
@@ -138,7 +157,7 @@ async def test_bad_claims_are_401_invalid_token(
         name: now + value if name in {"exp", "nbf"} and value is not None else value
         for name, value in overrides.items()
     }
-    response = await client.get("/items", headers=bearer(provider.token(**claims)))
+    response = await client.get(WHOAMI, headers=bearer(provider.token(**claims)))
     assert response.status_code == 401
     assert 'error="invalid_token"' in challenge(response)
     assert reason in response.json()["detail"]
@@ -149,7 +168,7 @@ async def test_clock_skew_within_the_leeway_is_tolerated(
 ) -> None:
     now = int(time.time())
     token = provider.token(exp=now - 10, nbf=now + 10, iat=now + 10)  # leeway is 30 s
-    assert (await client.get("/items", headers=bearer(token))).status_code == 200
+    assert (await client.get(WHOAMI, headers=bearer(token))).status_code == 200
 
 
 async def test_a_signature_by_another_key_under_a_published_kid_is_401(
@@ -157,7 +176,7 @@ async def test_a_signature_by_another_key_under_a_published_kid_is_401(
 ) -> None:
     impostor = SigningKey("RS256")
     impostor.kid = provider.rsa.kid
-    response = await client.get("/items", headers=bearer(provider.token(key=impostor)))
+    response = await client.get(WHOAMI, headers=bearer(provider.token(key=impostor)))
     assert response.status_code == 401
     assert "signature" in response.json()["detail"]
 
@@ -165,7 +184,7 @@ async def test_a_signature_by_another_key_under_a_published_kid_is_401(
 async def test_alg_none_is_401(client: httpx.AsyncClient, provider: IdentityProvider) -> None:
     for alg in ("none", "None", "NONE"):
         token = unsigned({"alg": alg, "typ": "JWT", "kid": provider.rsa.kid}, claims_of(provider))
-        response = await client.get("/items", headers=bearer(token))
+        response = await client.get(WHOAMI, headers=bearer(token))
         assert response.status_code == 401
         assert 'error="invalid_token"' in challenge(response)
 
@@ -180,7 +199,7 @@ async def test_hmac_signed_with_the_public_key_is_401(
     header = {"alg": "HS256", "typ": "JWT", "kid": provider.rsa.kid}
     head_and_body = unsigned(header, claims_of(provider)).rsplit(".", 1)[0]
     signature = hmac.new(public_pem, head_and_body.encode(), hashlib.sha256).digest()
-    response = await client.get("/items", headers=bearer(f"{head_and_body}.{b64(signature)}"))
+    response = await client.get(WHOAMI, headers=bearer(f"{head_and_body}.{b64(signature)}"))
     assert response.status_code == 401
     assert "algorithm" in response.json()["detail"]
 
@@ -190,7 +209,7 @@ async def test_an_rsa_key_cannot_verify_an_ec_token_under_its_kid(
 ) -> None:
     swapped = SigningKey("ES256")
     swapped.kid = provider.rsa.kid
-    response = await client.get("/items", headers=bearer(provider.token(key=swapped)))
+    response = await client.get(WHOAMI, headers=bearer(provider.token(key=swapped)))
     assert response.status_code == 401
 
 
@@ -204,7 +223,7 @@ async def test_an_oversized_token_is_401_without_parsing(
     client: httpx.AsyncClient, provider: IdentityProvider
 ) -> None:
     token = provider.token(padding="x" * 10_000)
-    response = await client.get("/items", headers=bearer(token))
+    response = await client.get(WHOAMI, headers=bearer(token))
     assert response.status_code == 401
     assert "too large" in response.json()["detail"]
 
@@ -214,16 +233,16 @@ async def test_unknown_kid_is_401_then_a_rotated_key_is_accepted(
 ) -> None:
     async with trusting(provider, database_url, min_refresh_interval_seconds=0.2) as (_, client):
         stranger = SigningKey("ES256")  # never published
-        response = await client.get("/items", headers=bearer(provider.token(key=stranger)))
+        response = await client.get(WHOAMI, headers=bearer(provider.token(key=stranger)))
         assert response.status_code == 401
         assert "does not publish" in response.json()["detail"]
 
         rotated = provider.rotate("ES256")
         await asyncio.sleep(0.25)  # past the refresh interval
-        response = await client.get("/items", headers=bearer(provider.token(key=rotated)))
+        response = await client.get(WHOAMI, headers=bearer(provider.token(key=rotated)))
         assert response.status_code == 200, response.text
         # The keys fetched before the rotation still verify.
-        assert (await client.get("/items", headers=bearer(provider.token()))).status_code == 200
+        assert (await client.get(WHOAMI, headers=bearer(provider.token()))).status_code == 200
 
 
 async def test_a_kid_flood_costs_the_provider_one_fetch_per_interval(
@@ -235,7 +254,7 @@ async def test_a_kid_flood_costs_the_provider_one_fetch_per_interval(
             before = provider.jwks_hits
             tokens = [provider.token(key=SigningKey("ES256")) for _ in range(50)]
             responses = await asyncio.gather(
-                *(client.get("/items", headers=bearer(token)) for token in tokens)
+                *(client.get(WHOAMI, headers=bearer(token)) for token in tokens)
             )
             assert {response.status_code for response in responses} == {401}
             assert provider.jwks_hits - before == expected_fetches
@@ -247,19 +266,19 @@ async def test_provider_down_at_start_up_is_503_then_recovers(
     provider.stop()
     async with trusting(provider, database_url, min_refresh_interval_seconds=0.2) as (_, client):
         assert (await client.get("/health/live")).status_code == 200
-        response = await client.get("/items", headers=bearer(provider.token()))
+        response = await client.get(WHOAMI, headers=bearer(provider.token()))
         assert response.status_code == 503
         assert response.headers["content-type"] == PROBLEM
         assert int(response.headers["retry-after"]) >= 1
         # Without a token it is still 401: nothing to wait for.
-        assert (await client.get("/items")).status_code == 401
+        assert (await client.get(WHOAMI)).status_code == 401
 
         provider.start()
         deadline = time.monotonic() + 10
         status = 503
         while status == 503 and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-            status = (await client.get("/items", headers=bearer(provider.token()))).status_code
+            status = (await client.get(WHOAMI, headers=bearer(provider.token()))).status_code
         assert status == 200
 
 
@@ -271,41 +290,73 @@ async def test_provider_down_during_a_rotation(
         provider.failing = True  # the provider answers 500 from now on
         await asyncio.sleep(0.25)
         # The new key cannot be fetched: 503 (the token may be good), not 401.
-        response = await client.get("/items", headers=bearer(provider.token(key=rotated)))
+        response = await client.get(WHOAMI, headers=bearer(provider.token(key=rotated)))
         assert response.status_code == 503
         # Tokens signed with the keys already fetched keep working.
-        assert (await client.get("/items", headers=bearer(provider.token()))).status_code == 200
+        assert (await client.get(WHOAMI, headers=bearer(provider.token()))).status_code == 200
 
         provider.failing = False
         await asyncio.sleep(0.25)
-        response = await client.get("/items", headers=bearer(provider.token(key=rotated)))
+        response = await client.get(WHOAMI, headers=bearer(provider.token(key=rotated)))
         assert response.status_code == 200
 
 
-async def test_reads_need_a_token_and_writes_the_items_write_scope(
+async def test_a_route_needing_a_scope_is_403_without_it(
     client: httpx.AsyncClient, provider: IdentityProvider
 ) -> None:
-    reader = bearer(provider.token(scope="items:read"))
-    body = {"name": "lamp", "price_cents": 100}
-    response = await client.post("/items", json=body, headers=reader)
+    response = await client.post(THINGS, headers=bearer(provider.token(scope="things:read")))
     assert response.status_code == 403
     value = challenge(response)
     assert 'error="insufficient_scope"' in value
-    assert 'scope="items:write"' in value
-    assert (await client.get("/items", headers=reader)).json()["items"] == []  # nothing created
-
-    writer = bearer(provider.token(scope=WRITER))
-    created = await client.post("/items", json=body, headers=writer)
-    assert created.status_code == 201
-    item = f"/items/{created.json()['id']}"
-    assert (await client.get(item, headers=reader)).status_code == 200
-    assert (await client.patch(item, json={"price_cents": 5}, headers=reader)).status_code == 403
-    assert (await client.delete(item, headers=reader)).status_code == 403
+    assert 'scope="things:write"' in value
     # Entra ID puts delegated scopes in `scp` and application permissions in `roles`.
-    for claims in ({"scp": "items:write"}, {"roles": ["items:write"]}):
-        token = provider.token(scope=None, **claims)
-        response = await client.patch(item, json={"price_cents": 6}, headers=bearer(token))
+    grants: list[dict[str, Any]] = [
+        {"scope": "a things:write"},
+        {"scp": "things:write"},
+        {"roles": ["things:write"]},
+    ]
+    for claims in grants:
+        token = provider.token(**({"scope": None, "sub": "bob"} | claims))
+        response = await client.post(THINGS, headers=bearer(token))
         assert response.status_code == 200, claims
+        assert response.json() == {"changed_by": "bob"}
+
+
+def example_api(app: FastAPI) -> bool:
+    return any(isinstance(route, APIRoute) and route.path == "/items" for route in app.routes)
+
+
+async def test_the_example_api_reads_with_any_token_and_writes_with_items_write(
+    provider: IdentityProvider, database_url: str
+) -> None:
+    async with trusting(provider, database_url) as (app, client):
+        if not example_api(app):
+            pytest.skip("generated without the example API")
+        reader = bearer(provider.token(scope="items:read"))
+        body = {"name": "lamp", "price_cents": 100}
+        response = await client.post("/items", json=body, headers=reader)
+        assert response.status_code == 403
+        assert 'scope="items:write"' in challenge(response)
+        assert (await client.get("/items", headers=reader)).json()["items"] == []  # unchanged
+
+        writer = bearer(provider.token(scope=WRITER))
+        created = await client.post("/items", json=body, headers=writer)
+        assert created.status_code == 201
+        item = f"/items/{created.json()['id']}"
+        assert (await client.get(item, headers=reader)).status_code == 200
+        assert (await client.get(item)).status_code == 401
+        changed = await client.patch(item, json={"price_cents": 5}, headers=reader)
+        assert changed.status_code == 403
+        assert (await client.delete(item, headers=reader)).status_code == 403
+
+        document = (await client.get("/openapi.json")).json()
+        read = document["paths"]["/items/{item_id}"]["get"]
+        assert read["security"] == [{"bearerAuth": []}, {"openIdConnect": []}]
+        assert "403" not in read["responses"]
+        write = document["paths"]["/items"]["post"]
+        scoped = ["items:write"]
+        assert write["security"] == [{"bearerAuth": scoped}, {"openIdConnect": scoped}]
+        assert {"401", "403"} <= set(write["responses"])
 
 
 async def test_probes_metrics_and_docs_need_no_token(client: httpx.AsyncClient) -> None:
@@ -333,12 +384,12 @@ async def test_openapi_documents_the_security_scheme_and_answers(
     assert schemes["openIdConnect"]["openIdConnectUrl"] == (
         f"{provider.issuer}/.well-known/openid-configuration"
     )
-    read = document["paths"]["/items/{item_id}"]["get"]
+    read = document["paths"][WHOAMI]["get"]
     assert read["security"] == [{"bearerAuth": []}, {"openIdConnect": []}]
     assert "401" in read["responses"]
     assert "403" not in read["responses"]
-    write = document["paths"]["/items"]["post"]
-    scoped = ["items:write"]
+    write = document["paths"][THINGS]["post"]
+    scoped = ["things:write"]
     assert write["security"] == [{"bearerAuth": scoped}, {"openIdConnect": scoped}]
     assert {"401", "403"} <= set(write["responses"])
     assert "WWW-Authenticate" in write["responses"]["403"]["headers"]
@@ -372,9 +423,10 @@ def test_real_process_401_without_token_user_id_in_the_access_line_and_no_token_
             assert anonymous.status_code == 401
             assert anonymous.headers["www-authenticate"].startswith("Bearer")
             assert httpx.get(f"{service.url}/health/live", timeout=5).status_code == 200
-            ok = httpx.get(f"{service.url}/items", headers=bearer(good), timeout=5)
-            assert ok.status_code == 200
-            refused = httpx.get(f"{service.url}/items", headers=bearer(expired), timeout=5)
+            # Past authentication, whatever the route: 404 here, with the caller logged.
+            ok = httpx.get(f"{service.url}/no-such-page", headers=bearer(good), timeout=5)
+            assert ok.status_code == 404
+            refused = httpx.get(f"{service.url}/items/1", headers=bearer(expired), timeout=5)
             assert refused.status_code == 401
             assert service.stop() == 0
             output = service.output()
