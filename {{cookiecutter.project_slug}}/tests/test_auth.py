@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from {{ cookiecutter.package_name }}.auth.scopes import CurrentPrincipal, require
 from {{ cookiecutter.package_name }}.auth.verifier import Principal  # noqa: TC001 - FastAPI resolves it
 from {{ cookiecutter.package_name }}.http_client import HttpClient  # noqa: TC001 - FastAPI resolves it at run time
-from {{ cookiecutter.package_name }}.settings import ENV_PREFIX, AuthSettings
+from {{ cookiecutter.package_name }}.settings import ENV_PREFIX, AuthSettings, SettingsError, load_settings
 from tests.conftest import make_settings, serving
 from tests.downstream import Downstream
 from tests.identity_provider import AUDIENCE, IdentityProvider, SigningKey
@@ -217,6 +217,22 @@ def test_symmetric_and_none_algorithms_cannot_be_configured() -> None:
     for algorithms in (["HS256"], ["RS256", "none"], []):
         with pytest.raises(ValidationError, match="asymmetric"):
             AuthSettings(issuer="https://id.example", audience="a", algorithms=algorithms)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("AUTH__ALGORITHMS", '["HS256"]'), ("AUTH__ISSUER", "ftp://id.example"), ("AUTH__ISSUER", "")],
+)
+def test_a_bad_auth_setting_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(f"{ENV_PREFIX}DATABASE_URL", "postgresql://h/db")
+    if value:
+        monkeypatch.setenv(f"{ENV_PREFIX}{variable}", value)
+    else:
+        monkeypatch.delenv(f"{ENV_PREFIX}{variable}", raising=False)
+    with pytest.raises(SettingsError, match=f"{ENV_PREFIX}{variable}"):
+        load_settings()
 
 
 async def test_an_oversized_token_is_401_without_parsing(
