@@ -91,7 +91,7 @@ def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def unsigned(header: dict[str, Any], claims: dict[str, Any], signature: bytes = b"") -> str:
+def unsigned(header: Any, claims: dict[str, Any], signature: bytes = b"") -> str:
     """A token put together by hand: what an attacker can send."""
     parts = [json.dumps(header).encode(), json.dumps(claims).encode(), signature]
     return ".".join(b64(part) for part in parts)
@@ -187,6 +187,25 @@ async def test_alg_none_is_401(client: httpx.AsyncClient, provider: IdentityProv
         response = await client.get(WHOAMI, headers=bearer(token))
         assert response.status_code == 401
         assert 'error="invalid_token"' in challenge(response)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"alg": ["RS256"], "kid": "k"},
+        {"alg": {"RS256": 1}},
+        {"alg": "RS256", "kid": 7},
+        {"alg": "RS256", "kid": ["k"]},
+        ["RS256"],
+        "RS256",
+    ],
+)
+async def test_odd_header_values_are_401_not_500(
+    client: httpx.AsyncClient, provider: IdentityProvider, header: Any
+) -> None:
+    token = unsigned(header, claims_of(provider), b"x" * 64)
+    response = await client.get(WHOAMI, headers=bearer(token))
+    assert response.status_code == 401
 
 
 async def test_hmac_signed_with_the_public_key_is_401(

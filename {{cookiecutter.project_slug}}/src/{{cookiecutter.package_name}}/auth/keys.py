@@ -105,7 +105,7 @@ class KeySet:
         key = self._lookup(kid, alg)
         if key is not None:
             return key
-        await self.refresh(on_demand=True)
+        await self.refresh("unknown_kid")
         key = self._lookup(kid, alg)
         if key is not None:
             return key
@@ -114,17 +114,18 @@ class KeySet:
             raise KeysUnavailableError(self._retry_after())
         raise UnknownKeyError
 
-    async def refresh(self, *, on_demand: bool = False) -> None:
+    async def refresh(self, reason: str) -> None:
         """Fetch the keys now, or join the fetch in progress.
 
-        On demand (an unknown ``kid``), a fetch starts only if the last one began at
-        least ``min_refresh_interval_seconds`` ago. Failures are logged, not raised.
+        For an ``"unknown_kid"``, a fetch starts only if the last one began at least
+        ``min_refresh_interval_seconds`` ago. Failures are logged, not raised.
         """
         if self._fetching is None:
-            if on_demand and self._clock() - self._last_attempt < self._min_interval():
+            now = self._clock()
+            if reason == "unknown_kid" and now - self._last_attempt < self._min_interval():
                 return
-            self._last_attempt = self._clock()
-            self._fetching = asyncio.create_task(self._fetch(on_demand=on_demand))
+            self._last_attempt = now
+            self._fetching = asyncio.create_task(self._fetch(reason))
             self._fetching.add_done_callback(self._fetched)
         # Shielded: a caller that is cancelled must not cancel the fetch the others share.
         await asyncio.shield(self._fetching)
@@ -143,7 +144,7 @@ class KeySet:
                 delay = min(_MAX_RETRY_SECONDS, 0.5 * 2**failures)
                 failures += 1
             await asyncio.sleep(delay)
-            await self.refresh()
+            await self.refresh("scheduled" if self._healthy else "retry")
 
     def _min_interval(self) -> float:
         return self._settings.min_refresh_interval_seconds
@@ -167,8 +168,7 @@ class KeySet:
         self._keys[kid, alg] = key
         return key
 
-    async def _fetch(self, *, on_demand: bool) -> None:
-        reason = "unknown_kid" if on_demand else "scheduled"
+    async def _fetch(self, reason: str) -> None:
         try:
             url = self._jwks_url or await self._discover()
             response = await self._client.get(url, headers={"Accept": "application/json"})
@@ -230,7 +230,7 @@ async def open_key_set(settings: AuthSettings, client: OutboundClient) -> AsyncI
     `client` must stay open for as long: enter this after the outbound client.
     """
     keys = KeySet(settings, client)
-    await keys.refresh()  # logged, not raised, when the provider is down
+    await keys.refresh("start_up")  # logged, not raised, when the provider is down
     refresher = asyncio.create_task(keys.run_refresher(), name="jwks-refresher")
     try:
         yield keys
