@@ -146,6 +146,14 @@ class KeySet:
             await asyncio.sleep(delay)
             await self.refresh("scheduled" if self._healthy else "retry")
 
+    async def aclose(self) -> None:
+        """Cancel a fetch in progress (at shutdown)."""
+        fetching = self._fetching
+        if fetching is not None:
+            fetching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetching
+
     def _min_interval(self) -> float:
         return self._settings.min_refresh_interval_seconds
 
@@ -238,3 +246,4 @@ async def open_key_set(settings: AuthSettings, client: OutboundClient) -> AsyncI
         refresher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await refresher
+        await keys.aclose()
