@@ -701,7 +701,7 @@ def _authenticate(stack: contextlib.ExitStack) -> None:
     # Imported by name: the module exists only in projects generated with auth=jwt.
     module = importlib.import_module("tests.identity_provider")
     provider = stack.enter_context(module.IdentityProvider())
-    AUTH_ENV.update({PREFIX + name: value for name, value in provider.settings().items()})
+    AUTH_ENV.update(provider.env())
     AUTH_HEADERS["Authorization"] = f"Bearer {provider.token(lifetime=24 * 3600)}"
     _say(f"auth=jwt: every request carries a bearer token ({provider.issuer} signs it)")
 

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from {{ cookiecutter.package_name }}.settings import ENV_PREFIX
 from tests.identity_provider import IdentityProvider
 from tests.session_context import CLIENT_HEADERS, SERVICE_ENV
 
@@ -29,7 +28,7 @@ SESSION_SUBJECT = "test-session"
 def session_identity_provider() -> Iterator[IdentityProvider]:
     """The provider every test's service trusts unless the test configures another."""
     with IdentityProvider() as provider:
-        env = {ENV_PREFIX + name: value for name, value in provider.settings().items()}
+        env = provider.env()
         saved = {name: os.environ.get(name) for name in env}
         os.environ.update(env)
         SERVICE_ENV.update(env)

@@ -26,6 +26,8 @@ from uuid import uuid4
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from {{ cookiecutter.package_name }}.settings import ENV_PREFIX
+
 if TYPE_CHECKING:
     from types import TracebackType
 
@@ -97,6 +99,10 @@ class IdentityProvider:
     def settings(self) -> dict[str, str]:
         """The service's auth settings for this provider, as `AUTH__*` names and values."""
         return {"AUTH__ISSUER": self.issuer, "AUTH__AUDIENCE": AUDIENCE}
+
+    def env(self) -> dict[str, str]:
+        """The same settings as environment variables of the service."""
+        return {ENV_PREFIX + name: value for name, value in self.settings().items()}
 
     def start(self) -> None:
         """Listen (again, on the same port once one was picked)."""
@@ -194,11 +200,9 @@ def main() -> None:
     parser.add_argument("--scope", default="items:read items:write")
     parser.add_argument("--hours", type=float, default=8)
     args = parser.parse_args()
-    from {{ cookiecutter.package_name }}.settings import ENV_PREFIX  # noqa: PLC0415
-
     with IdentityProvider(args.port) as provider:
-        for name, value in provider.settings().items():
-            print(f"export {ENV_PREFIX}{name}={value}")  # noqa: T201
+        for name, value in provider.env().items():
+            print(f"export {name}={value}")  # noqa: T201
         token = provider.token(sub=args.subject, scope=args.scope, lifetime=args.hours * 3600)
         print(f"export TOKEN={token}")  # noqa: T201
         print('# then: curl -H "Authorization: Bearer $TOKEN" ...  (Ctrl-C stops)')  # noqa: T201

@@ -450,7 +450,7 @@ def test_real_process_401_without_token_user_id_in_the_access_line_and_no_token_
     database_url: str,
 ) -> None:
     with IdentityProvider() as provider:
-        env = {ENV_PREFIX + name: value for name, value in provider.settings().items()}
+        env = provider.env()
         good = provider.token(sub="user-42")
         expired = provider.token(sub="user-43", exp=int(time.time()) - 3600)
         with running_service(database_url, extra_env=env) as service:
