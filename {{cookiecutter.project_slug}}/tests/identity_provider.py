@@ -68,6 +68,7 @@ class IdentityProvider:
         self.ec = SigningKey("ES256")
         self.keys = [self.rsa, self.ec]
         self.failing = False
+        self.claimed_issuer: str | None = None  # what discovery says, when not `issuer`
         self.requests: list[str] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -160,7 +161,7 @@ class IdentityProvider:
         """What the provider serves at `path`."""
         if path == DISCOVERY_PATH:
             return {
-                "issuer": self.issuer,
+                "issuer": self.claimed_issuer or self.issuer,
                 "jwks_uri": self.issuer + JWKS_PATH,
                 "id_token_signing_alg_values_supported": ["RS256", "ES256"],
             }

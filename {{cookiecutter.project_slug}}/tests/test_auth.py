@@ -280,6 +280,28 @@ async def test_unknown_kid_is_401_then_a_rotated_key_is_accepted(
         assert (await client.get(WHOAMI, headers=bearer(provider.token()))).status_code == 200
 
 
+async def test_keys_from_a_configured_jwks_url_without_discovery(
+    provider: IdentityProvider, database_url: str
+) -> None:
+    jwks_url = f"{provider.issuer}/jwks"
+    async with trusting(provider, database_url, jwks_url=jwks_url) as (_, client):
+        response = await client.get(WHOAMI, headers=bearer(provider.token()))
+        assert response.status_code == 200
+        document = (await client.get("/openapi.json")).json()
+    assert "/.well-known/openid-configuration" not in provider.requests
+    assert set(document["components"]["securitySchemes"]) == {"bearerAuth"}
+
+
+async def test_a_discovery_document_naming_another_issuer_is_refused(
+    provider: IdentityProvider, database_url: str
+) -> None:
+    provider.claimed_issuer = "https://elsewhere.example"
+    async with trusting(provider, database_url) as (_, client):
+        response = await client.get(WHOAMI, headers=bearer(provider.token()))
+    assert response.status_code == 503
+    assert provider.jwks_hits == 0
+
+
 async def test_a_kid_flood_costs_the_provider_one_fetch_per_interval(
     provider: IdentityProvider, database_url: str
 ) -> None:

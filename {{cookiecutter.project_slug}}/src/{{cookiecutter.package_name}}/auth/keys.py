@@ -87,16 +87,6 @@ class KeySet:
         self._last_attempt = -float("inf")
         self._fetching: asyncio.Task[None] | None = None
 
-    @property
-    def loaded(self) -> bool:
-        """Whether keys were fetched at least once."""
-        return self._loaded
-
-    @property
-    def kids(self) -> frozenset[str]:
-        """The key ids published at the last successful fetch."""
-        return frozenset(self._jwks)
-
     async def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK:
         """The key that verifies a token with this header, refreshing once for a new `kid`.
 
