@@ -4,21 +4,30 @@ Loaded through ``-p tests.auth_support`` in pyproject's pytest options. The serv
 auth settings point at the provider (in this process's environment, and in the
 environment of service processes the tests start), and every test client sends a
 valid token granting `SCOPES`, so tests written without authentication in mind run
-unchanged. `tests/test_auth.py` starts a provider of its own for each test.
+unchanged. The auth tests start a provider of their own for each test and use the
+helpers below (`trusting`: the app trusting that provider).
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pytest
+from fastapi import Depends
 
-from tests.identity_provider import IdentityProvider
+from {{ cookiecutter.package_name }}.auth.scopes import CurrentPrincipal, require
+from {{ cookiecutter.package_name }}.auth.verifier import Principal  # noqa: TC001 - FastAPI resolves it
+from tests.conftest import make_settings, serving
+from tests.identity_provider import AUDIENCE, IdentityProvider
 from tests.session_context import CLIENT_HEADERS, SERVICE_ENV
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator, Iterator
+
+    import httpx
+    from fastapi import FastAPI
 
 SCOPES = "items:read items:write"
 SESSION_SUBJECT = "test-session"
@@ -44,3 +53,51 @@ def session_identity_provider() -> Iterator[IdentityProvider]:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
+
+
+PROBLEM = "application/problem+json"
+WHOAMI = "/test-auth/whoami"
+THINGS = "/test-auth/things"
+
+
+async def whoami(caller: CurrentPrincipal) -> dict[str, Any]:
+    """Who the token says the caller is (a route the auth tests add)."""
+    return {"subject": caller.subject, "scopes": sorted(caller.scopes)}
+
+
+async def change_things(
+    caller: Annotated[Principal, Depends(require("things:write"))],
+) -> dict[str, str]:
+    """A route that needs the `things:write` scope (added by the auth tests)."""
+    return {"changed_by": caller.subject}
+
+
+@asynccontextmanager
+async def trusting(
+    provider: IdentityProvider, database_url: str, **auth: Any
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The real app, trusting `provider`, and a client that sends no token of its own."""
+    settings = make_settings(
+        database_url,
+        auth={"issuer": provider.issuer, "audience": AUDIENCE} | auth,
+        http_client={"connect_timeout": 0.5, "total_timeout": 2},
+    )
+    async with serving(settings) as (app, client):
+        app.add_api_route(WHOAMI, whoami)
+        app.add_api_route(THINGS, change_things, methods=["POST"])
+        client.headers.pop("Authorization", None)
+        yield app, client
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The Authorization header for `token`."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def challenge(response: httpx.Response) -> str:
+    """The ``WWW-Authenticate`` value of a problem answer, after checking its shape."""
+    assert response.headers["content-type"] == PROBLEM
+    assert response.json()["status"] == response.status_code
+    value: str = response.headers["www-authenticate"]
+    assert value.startswith("Bearer")
+    return value

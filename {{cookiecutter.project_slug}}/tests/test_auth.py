@@ -1,34 +1,29 @@
 """Bearer tokens against a real local OpenID Connect provider (keys made for each test).
 
 Each test starts its own provider on 127.0.0.1 and the real app trusting it; the tokens
-are really signed, with RSA and EC keys, and the app fetches the keys over HTTP through
-its outbound client.
+are really signed, with RSA and EC keys, or forged by hand. The provider's keys
+themselves (rotation, outages) are tested in `test_auth_keys.py`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import time
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
-from fastapi import Depends
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
-from {{ cookiecutter.package_name }}.auth.scopes import CurrentPrincipal, require
-from {{ cookiecutter.package_name }}.auth.verifier import Principal  # noqa: TC001 - FastAPI resolves it
 from {{ cookiecutter.package_name }}.http_client import HttpClient  # noqa: TC001 - FastAPI resolves it at run time
 from {{ cookiecutter.package_name }}.settings import ENV_PREFIX, AuthSettings, SettingsError, load_settings
-from tests.conftest import make_settings, serving
+from tests.auth_support import THINGS, WHOAMI, bearer, challenge, trusting
 from tests.downstream import Downstream
 from tests.identity_provider import AUDIENCE, IdentityProvider, SigningKey
 from tests.service_process import running_service
@@ -38,20 +33,7 @@ if TYPE_CHECKING:
 
     from fastapi import FastAPI
 
-PROBLEM = "application/problem+json"
 WRITER = "items:read items:write"
-WHOAMI = "/test-auth/whoami"
-THINGS = "/test-auth/things"
-
-
-async def whoami(caller: CurrentPrincipal) -> dict[str, Any]:
-    return {"subject": caller.subject, "scopes": sorted(caller.scopes)}
-
-
-async def change_things(
-    caller: Annotated[Principal, Depends(require("things:write"))],
-) -> dict[str, str]:
-    return {"changed_by": caller.subject}
 
 
 @pytest.fixture
@@ -60,31 +42,10 @@ def provider() -> Iterator[IdentityProvider]:
         yield idp
 
 
-@asynccontextmanager
-async def trusting(
-    provider: IdentityProvider, database_url: str, **auth: Any
-) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """The real app, trusting `provider`, and a client that sends no token of its own."""
-    settings = make_settings(
-        database_url,
-        auth={"issuer": provider.issuer, "audience": AUDIENCE} | auth,
-        http_client={"connect_timeout": 0.5, "total_timeout": 2},
-    )
-    async with serving(settings) as (app, client):
-        app.add_api_route(WHOAMI, whoami)
-        app.add_api_route(THINGS, change_things, methods=["POST"])
-        client.headers.pop("Authorization", None)
-        yield app, client
-
-
 @pytest.fixture
 async def client(provider: IdentityProvider, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async with trusting(provider, database_url) as (_, http):
         yield http
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def b64(data: bytes) -> str:
@@ -100,14 +61,6 @@ def unsigned(header: Any, claims: dict[str, Any], signature: bytes = b"") -> str
 def claims_of(provider: IdentityProvider, **overrides: Any) -> dict[str, Any]:
     now = int(time.time())
     return {"iss": provider.issuer, "aud": AUDIENCE, "sub": "mallory", "exp": now + 300} | overrides
-
-
-def challenge(response: httpx.Response) -> str:
-    assert response.headers["content-type"] == PROBLEM
-    assert response.json()["status"] == response.status_code
-    value: str = response.headers["www-authenticate"]
-    assert value.startswith("Bearer")
-    return value
 
 
 async def test_valid_rsa_and_ec_tokens_are_accepted(
@@ -261,101 +214,6 @@ async def test_an_oversized_token_is_401_without_parsing(
     response = await client.get(WHOAMI, headers=bearer(token))
     assert response.status_code == 401
     assert "too large" in response.json()["detail"]
-
-
-async def test_unknown_kid_is_401_then_a_rotated_key_is_accepted(
-    provider: IdentityProvider, database_url: str
-) -> None:
-    async with trusting(provider, database_url, min_refresh_interval_seconds=0.2) as (_, client):
-        stranger = SigningKey("ES256")  # never published
-        response = await client.get(WHOAMI, headers=bearer(provider.token(key=stranger)))
-        assert response.status_code == 401
-        assert "does not publish" in response.json()["detail"]
-
-        rotated = provider.rotate("ES256")
-        await asyncio.sleep(0.25)  # past the refresh interval
-        response = await client.get(WHOAMI, headers=bearer(provider.token(key=rotated)))
-        assert response.status_code == 200, response.text
-        # The keys fetched before the rotation still verify.
-        assert (await client.get(WHOAMI, headers=bearer(provider.token()))).status_code == 200
-
-
-async def test_keys_from_a_configured_jwks_url_without_discovery(
-    provider: IdentityProvider, database_url: str
-) -> None:
-    jwks_url = f"{provider.issuer}/jwks"
-    async with trusting(provider, database_url, jwks_url=jwks_url) as (_, client):
-        response = await client.get(WHOAMI, headers=bearer(provider.token()))
-        assert response.status_code == 200
-        document = (await client.get("/openapi.json")).json()
-    assert "/.well-known/openid-configuration" not in provider.requests
-    assert set(document["components"]["securitySchemes"]) == {"bearerAuth"}
-
-
-async def test_a_discovery_document_naming_another_issuer_is_refused(
-    provider: IdentityProvider, database_url: str
-) -> None:
-    provider.claimed_issuer = "https://elsewhere.example"
-    async with trusting(provider, database_url) as (_, client):
-        response = await client.get(WHOAMI, headers=bearer(provider.token()))
-    assert response.status_code == 503
-    assert provider.jwks_hits == 0
-
-
-async def test_a_kid_flood_costs_the_provider_one_fetch_per_interval(
-    provider: IdentityProvider, database_url: str
-) -> None:
-    async with trusting(provider, database_url, min_refresh_interval_seconds=1) as (_, client):
-        await asyncio.sleep(1.1)  # past the interval since the start-up fetch
-        for expected_fetches in (1, 0):  # one for the first flood, none for the next
-            before = provider.jwks_hits
-            tokens = [provider.token(key=SigningKey("ES256")) for _ in range(50)]
-            responses = await asyncio.gather(
-                *(client.get(WHOAMI, headers=bearer(token)) for token in tokens)
-            )
-            assert {response.status_code for response in responses} == {401}
-            assert provider.jwks_hits - before == expected_fetches
-
-
-async def test_provider_down_at_start_up_is_503_then_recovers(
-    provider: IdentityProvider, database_url: str
-) -> None:
-    provider.stop()
-    async with trusting(provider, database_url, min_refresh_interval_seconds=0.2) as (_, client):
-        assert (await client.get("/health/live")).status_code == 200
-        response = await client.get(WHOAMI, headers=bearer(provider.token()))
-        assert response.status_code == 503
-        assert response.headers["content-type"] == PROBLEM
-        assert int(response.headers["retry-after"]) >= 1
-        # Without a token it is still 401: nothing to wait for.
-        assert (await client.get(WHOAMI)).status_code == 401
-
-        provider.start()
-        deadline = time.monotonic() + 10
-        status = 503
-        while status == 503 and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-            status = (await client.get(WHOAMI, headers=bearer(provider.token()))).status_code
-        assert status == 200
-
-
-async def test_provider_down_during_a_rotation(
-    provider: IdentityProvider, database_url: str
-) -> None:
-    async with trusting(provider, database_url, min_refresh_interval_seconds=0.2) as (_, client):
-        rotated = provider.rotate()
-        provider.failing = True  # the provider answers 500 from now on
-        await asyncio.sleep(0.25)
-        # The new key cannot be fetched: 503 (the token may be good), not 401.
-        response = await client.get(WHOAMI, headers=bearer(provider.token(key=rotated)))
-        assert response.status_code == 503
-        # Tokens signed with the keys already fetched keep working.
-        assert (await client.get(WHOAMI, headers=bearer(provider.token()))).status_code == 200
-
-        provider.failing = False
-        await asyncio.sleep(0.25)
-        response = await client.get(WHOAMI, headers=bearer(provider.token(key=rotated)))
-        assert response.status_code == 200
 
 
 async def test_a_route_needing_a_scope_is_403_without_it(
