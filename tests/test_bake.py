@@ -75,6 +75,7 @@ MANIFEST_CASES = [
     ("metrics", "none", ["src/my_service/observability/metrics.py", "tests/test_metrics.py"]),
     ("redis", "no", ["src/my_service/redis_store.py", "src/my_service/rate_limit.py", "src/my_service/idempotency.py", "src/my_service/locks.py", "src/my_service/jobs.py", "tests/redis"]),
     ("kubernetes", "no", ["deploy"]),
+    ("auth", "none", ["src/my_service/auth", "tests/test_auth.py", "tests/auth_support.py", "tests/identity_provider.py"]),
 ]  # fmt: skip
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import importlib
 import os
 import re
 import shutil
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.postgres import create_database, drop_database
 from tests.service_process import running_service
+from tests.session_context import CLIENT_HEADERS, SERVICE_ENV
 from tests.tcp_proxy import TcpProxy
 
 if TYPE_CHECKING:
@@ -71,6 +74,7 @@ def wrk(url: str, connections: int, seconds: float) -> dict[str, float]:
         f"-c{connections}",
         f"-d{seconds:g}s",
         "--latency",
+        *(f"-H{name}: {value}" for name, value in CLIENT_HEADERS.items()),
         url,
     ]
     report = subprocess.run(command, capture_output=True, text=True, check=True).stdout
@@ -89,7 +93,7 @@ def wrk(url: str, connections: int, seconds: float) -> dict[str, float]:
 def wait_for(url: str, predicate: str, timeout: float = 30) -> float:
     """Poll `url` every 10 ms until the answer matches; return when it did."""
     deadline = time.perf_counter() + timeout
-    with httpx.Client(timeout=2) as http:
+    with httpx.Client(timeout=2, headers=CLIENT_HEADERS) as http:
         while time.perf_counter() < deadline:
             try:
                 response = http.get(url)
@@ -116,7 +120,8 @@ def measure(server_url: str, connections: int, seconds: float) -> dict[str, floa
     }
     try:
         with running_service(proxy.proxy.url, None, **settings) as service:
-            httpx.post(f"{service.url}/items", json={"name": "bench", "price_cents": 1})
+            item = {"name": "bench", "price_cents": 1}
+            httpx.post(f"{service.url}/items", json=item, headers=CLIENT_HEADERS)
             url = f"{service.url}/items/1"
             healthy = wrk(url, connections, 2)
             proxy.cut()
@@ -141,6 +146,18 @@ def measure(server_url: str, connections: int, seconds: float) -> dict[str, floa
     }
 
 
+def authenticate(stack: contextlib.ExitStack[bool | None]) -> None:
+    """With auth=jwt: a local identity provider the service trusts, and its token on the load."""
+    if not (Path(__file__).resolve().parent.parent / "tests" / "identity_provider.py").exists():
+        return
+    # Imported by name: the module exists only in projects generated with auth=jwt.
+    provider = stack.enter_context(
+        importlib.import_module("tests.identity_provider").IdentityProvider()
+    )
+    SERVICE_ENV.update(provider.env())
+    CLIENT_HEADERS["Authorization"] = f"Bearer {provider.token(scope='items:write')}"
+
+
 def main() -> None:
     """Parse arguments, run, print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -148,7 +165,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="load while the circuit is open")
     args = parser.parse_args()
     server = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    for name, value in measure(server, args.connections, args.seconds).items():
+    with contextlib.ExitStack() as stack:
+        authenticate(stack)
+        figures = measure(server, args.connections, args.seconds)
+    for name, value in figures.items():
         print(f"{name:>18}: {value:.3f}")
 
 

@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import importlib
 import json
 import os
 import platform
@@ -77,8 +78,15 @@ APPS = {
     "raw": "raw ASGI",
 }
 RESULT_LINE = re.compile(r"^BENCH_RESULT (.+)$", re.MULTILINE)
+# A project generated with auth=jwt wants a bearer token on every request: `main` starts
+# the tests' local identity provider, whose settings the service gets (AUTH_ENV) and whose
+# token every load generator sends (AUTH_HEADERS). The references ignore both.
+IDENTITY_PROVIDER = PROJECT / "tests" / "identity_provider.py"
+AUTH_ENV: dict[str, str] = {}
+AUTH_HEADERS: dict[str, str] = {}
 WRK_SCRIPT = """\
 math.randomseed({seed})
+{headers}
 local ids = {ids}
 if ids > 0 then
   request = function()
@@ -212,6 +220,7 @@ def _service_env(dsn: str) -> dict[str, str]:
             f"{PREFIX}SHUTDOWN__DRAIN_SECONDS": "0",
         }
     )
+    env.update(AUTH_ENV)
     return env
 
 
@@ -385,10 +394,12 @@ def _load(  # noqa: PLR0913 - one run's full description
             f"--connections={connections}",
             f"--duration={duration}",
             f"--random-ids={ids}",
+            *(f"--header={name}: {value}" for name, value in AUTH_HEADERS.items()),
         ]
     else:
         script = workdir / f"{route}.lua"
-        script.write_text(WRK_SCRIPT.format(seed=secrets.randbits(31), ids=ids))
+        headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in AUTH_HEADERS.items())
+        script.write_text(WRK_SCRIPT.format(seed=secrets.randbits(31), ids=ids, headers=headers))
         url = f"{base}/items/1" if ids else f"{base}{ROUTES[route]}"
         argv = [
             generator.kind,
@@ -775,6 +786,17 @@ def _ratios(
     return ratios
 
 
+def _authenticate(stack: contextlib.ExitStack) -> None:
+    """Serve a local identity provider for the run; the service trusts it, the load uses it."""
+    sys.path.insert(0, str(PROJECT))
+    # Imported by name: the module exists only in projects generated with auth=jwt.
+    module = importlib.import_module("tests.identity_provider")
+    provider = stack.enter_context(module.IdentityProvider())
+    AUTH_ENV.update(provider.env())
+    AUTH_HEADERS["Authorization"] = f"Bearer {provider.token(lifetime=24 * 3600)}"
+    _say(f"auth=jwt: every request carries a bearer token ({provider.issuer} signs it)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; see the module docstring."""
     args = _arguments(argv)
@@ -788,10 +810,13 @@ def main(argv: list[str] | None = None) -> int:
     instructions: dict[str, dict[str, Count]] = {}
     try:
         pool = prepare_database(dsn, args.items, workdir)
-        if args.instructions:
-            instructions = _instructions(args, dsn, pool, workdir)
-        if generator is not None:
-            samples = _wall_clock(args, generator, dsn, pool, workdir)
+        with contextlib.ExitStack() as stack:
+            if IDENTITY_PROVIDER.exists():
+                _authenticate(stack)
+            if args.instructions:
+                instructions = _instructions(args, dsn, pool, workdir)
+            if generator is not None:
+                samples = _wall_clock(args, generator, dsn, pool, workdir)
     finally:
         asyncio.run(_drop_database(admin_dsn, database))
         if not args.keep:

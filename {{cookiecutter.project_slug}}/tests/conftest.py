@@ -13,6 +13,7 @@ from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.migrate import run_migrations
 from {{ cookiecutter.package_name }}.settings import Settings
 from tests.postgres import create_database, drop_database, postgres_server
+from tests.session_context import CLIENT_HEADERS
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -66,7 +67,9 @@ async def serving(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.Asyn
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://service.test") as http:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://service.test", headers=CLIENT_HEADERS
+        ) as http:
             yield application, http
 
 

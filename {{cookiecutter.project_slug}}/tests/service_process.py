@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from {{ cookiecutter.package_name }}.settings import ENV_PREFIX
+from tests.session_context import SERVICE_ENV
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -57,7 +58,7 @@ def service_env(
         k: v
         for k, v in os.environ.items()
         if not k.startswith(ENV_PREFIX) or k.startswith(f"{ENV_PREFIX}BROKER__")
-    }
+    } | SERVICE_ENV
     env |= {
         f"{ENV_PREFIX}DATABASE_URL": database_url,
         f"{ENV_PREFIX}HOST": "127.0.0.1",

@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from tests.service_process import running_service
+from tests.session_context import CLIENT_HEADERS
 
 PROBLEM = "application/problem+json"
 
@@ -138,7 +139,7 @@ async def test_non_numeric_id_is_422(client: httpx.AsyncClient) -> None:
 def test_real_process_serves_create_then_get(database_url: str) -> None:
     with (
         running_service(database_url) as service,
-        httpx.Client(base_url=service.url, timeout=10) as http,
+        httpx.Client(base_url=service.url, headers=CLIENT_HEADERS, timeout=10) as http,
     ):
         created = http.post("/items", json={"name": "over-the-wire", "price_cents": 7})
         assert created.status_code == 201, created.text

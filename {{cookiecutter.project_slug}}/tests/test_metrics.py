@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import make_settings, serving
 from tests.service_process import running_service
+from tests.session_context import CLIENT_HEADERS
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -93,7 +94,7 @@ def test_several_workers_report_one_total(database_url: str, tmp_path: Path) -> 
     metrics_dir.mkdir()
     env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     with running_service(database_url, workers="2", extra_env=env) as service:
-        with httpx.Client(base_url=service.url, timeout=10) as http:
+        with httpx.Client(base_url=service.url, headers=CLIENT_HEADERS, timeout=10) as http:
             # New connections spread over both workers.
             for _ in range(40):
                 assert http.get("/openapi.json", headers={"connection": "close"}).status_code == 200

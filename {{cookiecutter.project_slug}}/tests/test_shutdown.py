@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from tests.service_process import running_service
+from tests.session_context import CLIENT_HEADERS
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -27,7 +28,9 @@ def slow_body(seconds: float) -> Iterator[bytes]:
 
 def test_sigterm_under_load_completes_every_started_request(database_url: str) -> None:
     with running_service(database_url, shutdown__drain_seconds=str(DRAIN_SECONDS)) as service:
-        seeded = httpx.post(f"{service.url}/items", json={"name": "seed", "price_cents": 1})
+        seeded = httpx.post(
+            f"{service.url}/items", json={"name": "seed", "price_cents": 1}, headers=CLIENT_HEADERS
+        )
         item = seeded.json()["id"]
         results: list[tuple[float, int | str]] = []
         signalled = threading.Event()
@@ -38,7 +41,7 @@ def test_sigterm_under_load_completes_every_started_request(database_url: str) -
             return not signalled.is_set() or time.monotonic() < signal_time[0] + DRAIN_SECONDS / 2
 
         def hammer() -> None:
-            with httpx.Client(base_url=service.url, timeout=10) as http:
+            with httpx.Client(base_url=service.url, headers=CLIENT_HEADERS, timeout=10) as http:
                 while keep_going():
                     started = time.monotonic()
                     try:
@@ -49,7 +52,7 @@ def test_sigterm_under_load_completes_every_started_request(database_url: str) -
         def upload() -> None:
             headers = {"content-type": "application/json"}
             started = time.monotonic()
-            with httpx.Client(base_url=service.url, timeout=10) as http:
+            with httpx.Client(base_url=service.url, headers=CLIENT_HEADERS, timeout=10) as http:
                 response = http.post("/items", content=slow_body(1.5), headers=headers)
             results.append((started, response.status_code))
 

@@ -33,9 +33,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from {{ cookiecutter.package_name }}.middleware import ServiceMiddleware
+from {{ cookiecutter.package_name }}.middleware import Rejection, ServiceMiddleware
 from {{ cookiecutter.package_name }}.observability import tracing
-from {{ cookiecutter.package_name }}.observability.logging import configure_logging
+from {{ cookiecutter.package_name }}.observability.logging import configure_logging, user_id_var
 from {{ cookiecutter.package_name }}.observability.tracing import (
     RequestTracing,
     _parse_traceparent,
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from opentelemetry.sdk.trace import ReadableSpan
+    from starlette.types import Scope
 
 PACKAGE = tracing.__name__.partition(".")[0]
 SERVICE = {"service": "obs-test", "version": "9.9.9", "environment": "test"}
@@ -560,6 +561,27 @@ class TestWithSdk:
             server_spans = [span for span in finished(spans) if span.kind == SpanKind.SERVER]
         assert len(server_spans) == 1
         assert f"{server_spans[0].context.trace_id:032x}" == TRACE_ID
+
+    async def test_the_callers_id_goes_on_the_span(
+        self, downstream: str, provider: TracerProvider, spans: InMemorySpanExporter
+    ) -> None:
+        class NamesTheCaller:
+            """What an authentication step does once a caller is verified."""
+
+            async def admit(
+                self, scope: Scope, response_headers: list[tuple[bytes, bytes]]
+            ) -> Rejection | None:
+                del scope, response_headers
+                user_id_var.set("user-7")
+                return None
+
+        app = build_app(downstream, provider)
+        app.user_middleware[0].kwargs["admission"] = [NamesTheCaller()]
+        async with serve(app) as client:
+            finished(spans)
+            await client.get("/items/10")
+            (span,) = finished(spans)
+        assert dict(span.attributes or {})["enduser.id"] == "user-7"
 
 
 CONFIGURE_SOURCE = """

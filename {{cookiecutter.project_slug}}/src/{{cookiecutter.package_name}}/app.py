@@ -19,6 +19,15 @@ import structlog
 from fastapi import FastAPI
 
 from {{ cookiecutter.package_name }} import __version__, api_docs, health
+{%- if cookiecutter.auth == "jwt" %}
+from {{ cookiecutter.package_name }}.auth.keys import open_key_set
+from {{ cookiecutter.package_name }}.auth.openapi import document_security
+from {{ cookiecutter.package_name }}.auth.propagation import add_user_baggage
+{%- if cookiecutter.include_example_api == "yes" %}
+from {{ cookiecutter.package_name }}.auth.scopes import require, requiring
+{%- endif %}
+from {{ cookiecutter.package_name }}.auth.verifier import Authenticator
+{%- endif %}
 from {{ cookiecutter.package_name }}.collector import GarbageCollector
 from {{ cookiecutter.package_name }}.db import open_database
 from {{ cookiecutter.package_name }}.deadline import Deadlines
@@ -153,6 +162,9 @@ def create_app(settings: Settings) -> FastAPI:
         else None
     )
 {%- endif %}
+{%- if cookiecutter.auth == "jwt" %}
+    authenticator = Authenticator(settings.auth)  # its keys arrive with the lifespan
+{%- endif %}
 
     def breaker_changed(breaker: CircuitBreaker, old: CircuitState, new: CircuitState) -> None:
         log.warning("circuit_state_changed", breaker=breaker.name, old=old.value, new=new.value)
@@ -189,11 +201,25 @@ def create_app(settings: Settings) -> FastAPI:
                 open_outbound_client(
                     settings.http_client,
                     on_state_change=breaker_changed,
-{%- if cookiecutter.tracing == "opentelemetry" %}
+{%- if cookiecutter.tracing == "opentelemetry" and cookiecutter.auth == "jwt" %}
+                    event_hooks={
+                        "request": [inject_trace_headers, add_user_baggage],
+                        "response": [end_client_span],
+                    },
+{%- elif cookiecutter.tracing == "opentelemetry" %}
                     event_hooks={"request": [inject_trace_headers], "response": [end_client_span]},
+{%- elif cookiecutter.auth == "jwt" %}
+                    event_hooks={"request": [add_user_baggage]},
 {%- endif %}
                 )
             )
+{%- if cookiecutter.auth == "jwt" %}
+            # The identity provider's keys, fetched through the outbound client (its
+            # timeouts and breaker); start-up goes on if the provider is down.
+            authenticator.keys = await stack.enter_async_context(
+                open_key_set(settings.auth, http_client)
+            )
+{%- endif %}
 
 {%- if cookiecutter.redis == "yes" %}
             redis = app.state.redis = await stack.enter_async_context(
@@ -295,7 +321,10 @@ def create_app(settings: Settings) -> FastAPI:
     docs_routes = app.router.routes[:]
     app.router.routes.clear()
     add_routes(app, health.routes)
-{%- if cookiecutter.include_example_api == "yes" %}
+{%- if cookiecutter.include_example_api == "yes" and cookiecutter.auth == "jwt" %}
+    # Any valid token reads items; creating, changing and deleting them needs a scope.
+    add_routes(app, requiring(require("items:write"), items_router.routes))
+{%- elif cookiecutter.include_example_api == "yes" %}
     add_routes(app, items_router.routes)
 {%- endif %}
 {%- if cookiecutter.metrics == "prometheus" %}
@@ -319,12 +348,20 @@ def create_app(settings: Settings) -> FastAPI:
         )
 {%- endif %}
 {%- endif %}
+{%- if cookiecutter.auth == "jwt" %}
+    document_security(app, settings.auth)
+{%- endif %}
 
     # Probes and scrapes are exempt from shedding and deadlines, and not traced or logged.
 {%- if cookiecutter.metrics == "prometheus" %}
     exempt = HEALTH_PATHS | {METRICS_PATH}
 {%- else %}
     exempt = HEALTH_PATHS
+{%- endif %}
+{%- if cookiecutter.auth == "jwt" %}
+    # Every other request shows a bearer token first; a probe or scrape path taken out
+    # of auth.public_paths is authenticated (and so logged and traced) like the API.
+    exempt &= settings.auth.public_paths
 {%- endif %}
     app.add_middleware(
         ServiceMiddleware,
@@ -338,7 +375,12 @@ def create_app(settings: Settings) -> FastAPI:
 {%- if cookiecutter.metrics == "prometheus" %}
         on_shed=metrics.shed.inc,
 {%- endif %}
-{%- if cookiecutter.redis == "yes" %}
+{%- if cookiecutter.auth == "jwt" and cookiecutter.redis == "yes" %}
+        # Authentication first: the rate limiter keys on the caller it names.
+        admission=[authenticator, *([rate_limiter] if rate_limiter is not None else [])],
+{%- elif cookiecutter.auth == "jwt" %}
+        admission=[authenticator],
+{%- elif cookiecutter.redis == "yes" %}
         admission=[rate_limiter] if rate_limiter is not None else [],
 {%- endif %}
 {%- if cookiecutter.tracing == "opentelemetry" or cookiecutter.metrics == "prometheus" %}

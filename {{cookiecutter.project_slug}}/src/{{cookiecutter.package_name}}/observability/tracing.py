@@ -41,6 +41,7 @@ from opentelemetry.trace import (
     TraceState,
 )
 
+from {{ cookiecutter.package_name }}.observability.logging import user_id_var
 from {{ cookiecutter.package_name }}.observability.tracestate import parse_tracestate
 
 if TYPE_CHECKING:
@@ -211,6 +212,9 @@ class RequestTracing:
                 span.update_name(f"{scope['method']} {route}")
                 span.set_attribute("http.route", route)
             span.set_attribute("http.response.status_code", status)
+            user_id = user_id_var.get()
+            if user_id is not None:  # the authenticated caller, once verified
+                span.set_attribute("enduser.id", user_id)
             if status >= _SERVER_ERROR:
                 span.set_attribute("error.type", str(status))
                 span.set_status(StatusCode.ERROR)
