@@ -257,15 +257,16 @@ def create_app(settings: Settings) -> FastAPI:
 {%- endif %}
 
             def breakers() -> list[CircuitBreaker]:
-                found = [db.breaker, *http_client.breakers.values()]
+                return [
+                    db.breaker,
+                    *http_client.breakers.values(),
 {%- if cookiecutter.redis == "yes" %}
-                if redis is not None:
-                    found.append(redis.breaker)
+                    *([redis.breaker] if redis is not None else []),
 {%- endif %}
 {%- if cookiecutter.broker != "none" %}
-                found.append(broker.breaker)
+                    broker.breaker,
 {%- endif %}
-                return found
+                ]
 {% if cookiecutter.metrics == "prometheus" %}
             def sampled(lag: float) -> None:
                 metrics.loop_lag.observe(lag)
