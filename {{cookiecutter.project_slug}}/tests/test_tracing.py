@@ -35,7 +35,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from {{ cookiecutter.package_name }}.middleware import ServiceMiddleware
 from {{ cookiecutter.package_name }}.observability import tracing
-from {{ cookiecutter.package_name }}.observability.logging import configure_logging
+from {{ cookiecutter.package_name }}.observability.log_config import configure_logging
 from {{ cookiecutter.package_name }}.observability.tracing import (
     RequestTracing,
     _parse_traceparent,

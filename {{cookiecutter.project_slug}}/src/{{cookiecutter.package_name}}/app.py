@@ -52,7 +52,7 @@ from {{ cookiecutter.package_name }}.messaging.worker import WorkerState, probe_
 from {{ cookiecutter.package_name }}.middleware import ServiceMiddleware
 from {{ cookiecutter.package_name }}.migrate import run_migrations
 from {{ cookiecutter.package_name }}.observability.event_loop import LoopLagMonitor
-from {{ cookiecutter.package_name }}.observability.logging import configure_logging, enable_loop_debug
+from {{ cookiecutter.package_name }}.observability.log_config import configure_logging, enable_loop_debug
 {%- if cookiecutter.metrics == "prometheus" %}
 from {{ cookiecutter.package_name }}.observability.metrics import METRICS_PATH, Metrics
 from {{ cookiecutter.package_name }}.observability.metrics import routes as metrics_routes
@@ -92,7 +92,7 @@ if TYPE_CHECKING:
 {%- endif %}
     from starlette.routing import BaseRoute
 
-    from {{ cookiecutter.package_name }}.observability.logging import AccessLog
+    from {{ cookiecutter.package_name }}.observability.access_log import AccessLog
     from {{ cookiecutter.package_name }}.resilience import CircuitBreaker, CircuitState
 
 log = structlog.get_logger(__name__)

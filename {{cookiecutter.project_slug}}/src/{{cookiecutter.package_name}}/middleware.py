@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Final, Protocol
 import structlog
 
 from {{ cookiecutter.package_name }}.body_limit import limit_body, send_too_large
-from {{ cookiecutter.package_name }}.observability.logging import AccessLog, request_id_var, user_id_var
+from {{ cookiecutter.package_name }}.observability.access_log import AccessLog
+from {{ cookiecutter.package_name }}.observability.logging import request_id_var, user_id_var
 from {{ cookiecutter.package_name }}.problems import retry_after, send_problem
 
 if TYPE_CHECKING:
