@@ -42,8 +42,11 @@ class OutcomeWindow:
         self.slow_calls = 0
         self.consecutive_failures = 0
 
-    def record(self, outcome: int) -> None:
-        """Add one call's outcome, evicting the oldest once the window is full."""
+    def record(self, outcome: int) -> int:
+        """Add one call's outcome, evicting the oldest once the window is full.
+
+        Return the failed and slow calls now in the window (0: all healthy).
+        """
         outcomes = self._outcomes
         position = self._position
         if self.calls == len(outcomes):
@@ -64,6 +67,7 @@ class OutcomeWindow:
             self.consecutive_failures = 0
             if outcome == SLOW:
                 self.slow_calls += 1
+        return self.failures + self.slow_calls
 
 
 class Trials:

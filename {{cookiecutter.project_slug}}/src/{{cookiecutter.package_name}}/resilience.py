@@ -214,10 +214,8 @@ class CircuitBreaker:
             self._record_trial(outcome)
 
     def _record(self, outcome: int) -> None:
-        window = self._window
-        window.record(outcome)
         # Skip the rate check on the common all-healthy window.
-        if (window.failures or window.slow_calls) and self._should_open():
+        if self._window.record(outcome) and self._should_open():
             self._open(self._clock())
 
     def _should_open(self) -> bool:
