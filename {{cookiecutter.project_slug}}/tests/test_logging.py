@@ -27,7 +27,8 @@ import structlog
 
 from {{ cookiecutter.package_name }}.middleware import ServiceMiddleware
 from {{ cookiecutter.package_name }}.observability import logging as obs_logging
-from {{ cookiecutter.package_name }}.observability.logging import REDACTED, redact_secrets, uvicorn_log_config
+from {{ cookiecutter.package_name }}.observability.log_config import configure_logging, uvicorn_log_config
+from {{ cookiecutter.package_name }}.observability.redaction import REDACTED, redact_secrets
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -54,7 +55,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from PACKAGE.middleware import ServiceMiddleware
-from PACKAGE.observability.logging import configure_logging, uvicorn_log_config
+from PACKAGE.observability.log_config import configure_logging, uvicorn_log_config
 
 SERVICE = {"service": "obs-test", "version": "9.9.9", "environment": "test"}
 DSN = "postgresql://u:hunter2@h/db"
@@ -441,7 +442,7 @@ def test_access_log_writes_the_line_structlog_would(
     capsysbinary: pytest.CaptureFixture[bytes],
 ) -> None:
     """The JSON fast path: same fields, order and redaction as the processor chain."""
-    access_log = obs_logging.configure_logging(
+    access_log = configure_logging(
         level="INFO", json=True, service="s", version="1", environment="test"
     )
     fields: dict[str, Any] = {
@@ -469,7 +470,7 @@ def test_access_log_writes_the_line_structlog_would(
 
 
 def test_access_lines_follow_the_log_level(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
-    access_log = obs_logging.configure_logging(
+    access_log = configure_logging(
         level="WARNING", json=True, service="s", version="1", environment="test"
     )
     try:
@@ -566,7 +567,7 @@ import time
 
 import uvloop
 
-from PACKAGE.observability.logging import enable_loop_debug, uvicorn_log_config
+from PACKAGE.observability.log_config import enable_loop_debug, uvicorn_log_config
 
 logging.config.dictConfig(
     uvicorn_log_config(
@@ -611,7 +612,7 @@ def test_loop_debug_logs_blocking_callbacks_as_json(tmp_path: Path, loop: str) -
 CONSOLE_SOURCE = """
 import structlog
 
-from PACKAGE.observability.logging import configure_logging
+from PACKAGE.observability.log_config import configure_logging
 
 configure_logging(level="DEBUG", json=False, service="s", version="1", environment="development")
 log = structlog.get_logger("console_test")

@@ -35,15 +35,15 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from {{ cookiecutter.package_name }}.middleware import Rejection, ServiceMiddleware
 from {{ cookiecutter.package_name }}.observability import tracing
-from {{ cookiecutter.package_name }}.observability.logging import configure_logging, user_id_var
-from {{ cookiecutter.package_name }}.observability.tracing import (
-    RequestTracing,
-    _parse_traceparent,
-    add_trace_ids,
+from {{ cookiecutter.package_name }}.observability.client_spans import (
     end_client_span,
     inject_trace_headers,
     query_span,
 )
+from {{ cookiecutter.package_name }}.observability.log_config import configure_logging
+from {{ cookiecutter.package_name }}.observability.logging import user_id_var
+from {{ cookiecutter.package_name }}.observability.traceparent import parse_traceparent
+from {{ cookiecutter.package_name }}.observability.tracing import RequestTracing, add_trace_ids
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -404,7 +404,7 @@ class TestPropagationOnly:
 def test_traceparent_parsing_follows_the_w3c_test_suite(
     header: str, expected: tuple[str, str, int] | None
 ) -> None:
-    assert _parse_traceparent(header.encode()) == expected
+    assert parse_traceparent(header.encode()) == expected
 
 
 @pytest.fixture(scope="module")
@@ -590,7 +590,7 @@ import sys
 
 from opentelemetry import trace
 
-from PACKAGE.observability.tracing import configure_tracing
+from PACKAGE.observability.trace_export import configure_tracing
 
 provider = configure_tracing(service="obs-test", version="9.9.9", environment="test")
 if provider is None:

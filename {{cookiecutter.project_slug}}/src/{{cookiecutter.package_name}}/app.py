@@ -60,8 +60,15 @@ from {{ cookiecutter.package_name }}.messaging.worker import WorkerState, probe_
 {%- endif %}
 from {{ cookiecutter.package_name }}.middleware import ServiceMiddleware
 from {{ cookiecutter.package_name }}.migrate import run_migrations
+{%- if cookiecutter.tracing == "opentelemetry" %}
+from {{ cookiecutter.package_name }}.observability.client_spans import (
+    end_client_span,
+    inject_trace_headers,
+    query_span,
+)
+{%- endif %}
 from {{ cookiecutter.package_name }}.observability.event_loop import LoopLagMonitor
-from {{ cookiecutter.package_name }}.observability.logging import configure_logging, enable_loop_debug
+from {{ cookiecutter.package_name }}.observability.log_config import configure_logging, enable_loop_debug
 {%- if cookiecutter.metrics == "prometheus" %}
 from {{ cookiecutter.package_name }}.observability.metrics import METRICS_PATH, Metrics
 from {{ cookiecutter.package_name }}.observability.metrics import routes as metrics_routes
@@ -70,17 +77,12 @@ from {{ cookiecutter.package_name }}.observability.metrics import routes as metr
 from {{ cookiecutter.package_name }}.observability.redis_metrics import RedisCollector
 {%- endif %}
 {%- if cookiecutter.tracing == "opentelemetry" %}
+from {{ cookiecutter.package_name }}.observability.trace_export import configure_tracing
 from {{ cookiecutter.package_name }}.observability.tracing import (
     RequestTracing,
     add_trace_ids,
-    configure_tracing,
 {%- if cookiecutter.broker != "none" %}
     continue_trace,
-{%- endif %}
-    end_client_span,
-    inject_trace_headers,
-    query_span,
-{%- if cookiecutter.broker != "none" %}
     trace_headers,
 {%- endif %}
 )
@@ -101,7 +103,7 @@ if TYPE_CHECKING:
 {%- endif %}
     from starlette.routing import BaseRoute
 
-    from {{ cookiecutter.package_name }}.observability.logging import AccessLog
+    from {{ cookiecutter.package_name }}.observability.access_log import AccessLog
     from {{ cookiecutter.package_name }}.resilience import CircuitBreaker, CircuitState
 
 log = structlog.get_logger(__name__)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import structlog
 
-from {{ cookiecutter.package_name }}.observability.logging import configure_logging
+from {{ cookiecutter.package_name }}.observability.log_config import configure_logging
 from {{ cookiecutter.package_name }}.server import serve
 from {{ cookiecutter.package_name }}.settings import ENV_PREFIX, load_settings
 

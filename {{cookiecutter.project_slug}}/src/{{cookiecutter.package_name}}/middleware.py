@@ -27,19 +27,24 @@ own modules; this one only sequences them:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from random import getrandbits
 from time import perf_counter
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING
 
 import structlog
 
 from {{ cookiecutter.package_name }}.body_limit import limit_body, send_too_large
-from {{ cookiecutter.package_name }}.observability.logging import AccessLog, request_id_var, user_id_var
+from {{ cookiecutter.package_name }}.observability.access_log import AccessLog
+from {{ cookiecutter.package_name }}.observability.logging import request_id_var, user_id_var
 from {{ cookiecutter.package_name }}.problems import retry_after, send_problem
+from {{ cookiecutter.package_name }}.request_hooks import AdmissionStep, Rejection, RequestHook
+from {{ cookiecutter.package_name }}.request_info import (
+    REQUEST_ID_HEADER_NAME,
+    read_request_id,
+    route_template,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Sequence
 
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
     from structlog.typing import FilteringBoundLogger
@@ -47,115 +52,13 @@ if TYPE_CHECKING:
     from {{ cookiecutter.package_name }}.deadline import Deadlines
     from {{ cookiecutter.package_name }}.shedding import RequestStats
 
+# The extension points (request_hooks) are re-exported: they are the middleware's interface.
 __all__ = [
-    "REQUEST_ID_HEADER",
     "AdmissionStep",
     "Rejection",
     "RequestHook",
     "ServiceMiddleware",
-    "route_template",
 ]
-
-REQUEST_ID_HEADER: Final = "X-Request-ID"
-
-_HEADER_NAME: Final = REQUEST_ID_HEADER.lower().encode("ascii")
-_MAX_REQUEST_ID_LENGTH: Final = 128
-# Letters and digits plus ". _ : -": enough for UUIDs, ULIDs and most vendor
-# ids, and nothing that could break a log line or a header.
-_REQUEST_ID_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
-
-
-class RequestHook(Protocol):
-    """Something that observes each request: tracing and metrics are hooks."""
-
-    def request_started(self, scope: Scope) -> object:
-        """Called before the app runs; the result is handed to `request_finished`."""
-
-    def request_finished(  # noqa: PLR0913, PLR0917 - called positionally on the hot path
-        self,
-        scope: Scope,
-        started: object,
-        route: str | None,
-        status: int,
-        seconds: float,
-        error: BaseException | None,
-    ) -> None:
-        """Called once the response is sent.
-
-        `route` is the route template (None if no route matched), `status` is 500
-        if the app failed, `error` what it raised.
-        """
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """An answer that turns a request away before the app runs (RFC 9457 problem)."""
-
-    status: int
-    detail: str
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-class AdmissionStep(Protocol):
-    """Something that decides whether a request may reach the app: auth, rate limits."""
-
-    async def admit(
-        self, scope: Scope, response_headers: list[tuple[bytes, bytes]]
-    ) -> Rejection | None:
-        """Return a `Rejection` to answer now, or None to let the request go on.
-
-        Headers appended to `response_headers` are sent with the response either
-        way (for example the rate limit fields). Steps run in order, each only if
-        the ones before it admitted the request.
-        """
-
-
-def _incoming_request_id(value: bytes) -> bytes | None:
-    """Return the header value if it is an acceptable request id."""
-    # isalnum() is the fast path for the common hex and UUID-without-dashes ids;
-    # translate() deletes every allowed byte, so anything left is a bad byte.
-    if 0 < len(value) <= _MAX_REQUEST_ID_LENGTH and (
-        value.isalnum() or not value.translate(None, _REQUEST_ID_ALPHABET)
-    ):
-        return value
-    return None
-
-
-def _request_id(headers: Sequence[tuple[bytes, bytes]]) -> tuple[str, bytes]:
-    """The request id, as text and as header value."""
-    for name, value in headers:
-        if name == _HEADER_NAME:
-            incoming = _incoming_request_id(value)
-            if incoming is not None:
-                return incoming.decode("ascii"), incoming
-            break
-    # 0.2 µs, against 1.9 µs for uuid4().hex and a system call for os.urandom.
-    # Unique, not secret: never use it as a credential.
-    generated = f"{getrandbits(128):032x}"
-    return generated, generated.encode("ascii")
-
-
-def route_template(scope: Scope) -> str | None:
-    """Return the matched route's template (``/items/{item_id}``), or None.
-
-    Read it after the app has handled the request: routing fills the scope in.
-    FastAPI resolves routers included into routers lazily, so ``scope["route"]``
-    holds the route as declared, without the outer routers' prefixes; the
-    effective template is kept in FastAPI's own scope entry. The lookup falls
-    back to Starlette's ``scope["route"]`` for routes registered on the app.
-    """
-    fastapi_scope = scope.get("fastapi")
-    if fastapi_scope:
-        context = fastapi_scope.get("effective_route_context")
-        if context is not None:
-            template = getattr(context.starlette_route, "path_format", None) or getattr(
-                context, "path_format", None
-            )
-            if template:
-                return str(template)
-    route = scope.get("route")
-    template = getattr(route, "path_format", None)
-    return str(template) if template else None
 
 
 class ServiceMiddleware:
@@ -223,9 +126,9 @@ class ServiceMiddleware:
             await self._app(scope, receive, send)
             return
         exempt = scope["path"] in self._exempt_paths
-        request_id, header_value = _request_id(scope["headers"])
+        request_id, header_value = read_request_id(scope["headers"])
         # The request id, then whatever the admission steps add.
-        response_headers = [(_HEADER_NAME, header_value)]
+        response_headers = [(REQUEST_ID_HEADER_NAME, header_value)]
         status = 0
 
         async def send_with_request_id(message: Message) -> None:

@@ -18,130 +18,55 @@ state is read. All bookkeeping is synchronous, so on one event loop no lock is n
 and nothing is held while the protected call runs. Each state change starts a new
 generation; a call settles only into the generation it was admitted in, so a slow call
 from before the breaker opened cannot skew the half-open trials.
+
+The parts: `breaker_config` (the thresholds), `breaker_counts` (the window and the
+trials), `breaker_state` (states, snapshot, the rejection error), `breaker_guard` (one
+guarded call). Import them all from here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ParamSpec, TypeAlias, TypedDict, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeAlias, TypeVar
+
+from {{ cookiecutter.package_name }}.breaker_config import BreakerConfig
+from {{ cookiecutter.package_name }}.breaker_counts import (
+    FAILED,
+    OK,
+    PERCENT,
+    SLOW,
+    OutcomeWindow,
+    Trials,
+    rates_exceeded,
+)
+from {{ cookiecutter.package_name }}.breaker_guard import Guard
+from {{ cookiecutter.package_name }}.breaker_state import BreakerSnapshot, CircuitOpenError, CircuitState
 
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
-    from types import TracebackType
 
-    from {{ cookiecutter.package_name }}.settings import BreakerSettings
+# The breaker's vocabulary is re-exported: callers import everything from here.
+__all__ = [
+    "BreakerConfig",
+    "BreakerSnapshot",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "CircuitState",
+    "StateChangeCallback",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-_PERCENT = 100.0
-
-# Outcomes kept in the sliding window. Only successful calls can be slow: a slow
-# failure already counts as a failure.
-_OK = 0
-_FAILED = 1
-_SLOW = 2
 
 # Callers rejected in HALF_OPEN are told to come back soon: trials usually settle fast.
 _HALF_OPEN_RETRY_AFTER = 1.0
 
 
-class CircuitState(enum.StrEnum):
-    """The three states of a circuit breaker."""
-
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
-
-
 # Module-level aliases: faster to look up than enum members on the hot path.
 _CLOSED = CircuitState.CLOSED
 _HALF_OPEN = CircuitState.HALF_OPEN
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerConfig:
-    """When a breaker opens, how long it stays open and how it probes for recovery.
-
-    Rates and thresholds are percentages; durations are seconds.
-    """
-
-    failure_rate_threshold: float = 50.0
-    sliding_window_size: int = 20
-    minimum_calls: int = 10
-    consecutive_failures: int | None = None
-    slow_call_duration: float | None = None
-    slow_call_rate_threshold: float = 100.0
-    wait_in_open: float = 5.0
-    permitted_calls_in_half_open: int = 1
-    max_wait_in_half_open: float = 10.0
-
-    @classmethod
-    def from_settings(cls, settings: BreakerSettings) -> BreakerConfig:
-        """The configuration that a `BreakerSettings` group of the service's settings describes."""
-        return cls(
-            failure_rate_threshold=settings.failure_rate_threshold,
-            sliding_window_size=settings.sliding_window_size,
-            minimum_calls=settings.minimum_calls,
-            consecutive_failures=settings.consecutive_failures,
-            slow_call_duration=settings.slow_call_seconds,
-            wait_in_open=settings.wait_in_open_seconds,
-            permitted_calls_in_half_open=settings.half_open_calls,
-            max_wait_in_half_open=settings.max_wait_in_half_open_seconds,
-        )
-
-    def __post_init__(self) -> None:
-        """Reject settings that would make the breaker never open or never recover."""
-        size = self.sliding_window_size
-        consecutive = self.consecutive_failures
-        slow = self.slow_call_duration
-        checks = (
-            ("failure_rate_threshold", 0 < self.failure_rate_threshold <= _PERCENT, "in (0, 100]"),
-            ("sliding_window_size", size >= 1, ">= 1"),
-            ("minimum_calls", 1 <= self.minimum_calls <= size, f"in [1, {size}] (the window)"),
-            ("consecutive_failures", consecutive is None or consecutive >= 1, "None or >= 1"),
-            ("slow_call_duration", slow is None or slow > 0, "None or > 0"),
-            (
-                "slow_call_rate_threshold",
-                0 < self.slow_call_rate_threshold <= _PERCENT,
-                "in (0, 100]",
-            ),
-            ("wait_in_open", self.wait_in_open > 0, "> 0"),
-            ("permitted_calls_in_half_open", self.permitted_calls_in_half_open >= 1, ">= 1"),
-            ("max_wait_in_half_open", self.max_wait_in_half_open > 0, "> 0"),
-        )
-        problems = [
-            f"{field} must be {rule}, got {getattr(self, field)!r}"
-            for field, ok, rule in checks
-            if not ok
-        ]
-        if problems:
-            msg = "invalid BreakerConfig: " + "; ".join(problems)
-            raise ValueError(msg)
-
-
-class CircuitOpenError(Exception):
-    """A call was rejected because the breaker is open or its trial slots are taken."""
-
-    def __init__(self, breaker: str, retry_after: float) -> None:
-        """Record which breaker rejected the call and when a call may be admitted again."""
-        super().__init__(f"circuit {breaker!r} is open; retry in {retry_after:.1f}s")
-        self.breaker = breaker
-        self.retry_after = retry_after
-
-
-class BreakerSnapshot(TypedDict):
-    """A point-in-time view of a breaker, for health reports and metrics."""
-
-    state: CircuitState
-    failure_rate: float
-    slow_call_rate: float
-    calls: int
-    retry_after: float | None
 
 
 class CircuitBreaker:
@@ -154,26 +79,16 @@ class CircuitBreaker:
     """
 
     __slots__ = (
-        "_calls",
         "_clock",
         "_config",
-        "_consecutive_failures",
-        "_failures",
         "_generation",
         "_is_failure",
         "_name",
         "_on_state_change",
         "_open_until",
-        "_position",
         "_slow_after",
-        "_slow_calls",
         "_state",
-        "_trial_deadline",
-        "_trial_failures",
-        "_trial_slow_calls",
-        "_trials_admitted",
-        "_trials_finished",
-        "_trials_running",
+        "_trials",
         "_window",
     )
 
@@ -195,23 +110,12 @@ class CircuitBreaker:
         self._slow_after = config.slow_call_duration
         self._state = CircuitState.CLOSED
         self._generation = 0
-        # CLOSED: a ring of the last outcomes, with running totals so that recording
-        # a call costs the same whatever the window size.
-        self._window = [_OK] * config.sliding_window_size
-        self._position = 0
-        self._calls = 0
-        self._failures = 0
-        self._slow_calls = 0
-        self._consecutive_failures = 0
+        # CLOSED
+        self._window = OutcomeWindow(config.sliding_window_size)
         # OPEN
         self._open_until = 0.0
         # HALF_OPEN
-        self._trials_admitted = 0
-        self._trials_running = 0
-        self._trials_finished = 0
-        self._trial_failures = 0
-        self._trial_slow_calls = 0
-        self._trial_deadline = 0.0
+        self._trials = Trials()
 
     def __repr__(self) -> str:
         """Name and stored state, without applying time-driven transitions."""
@@ -240,22 +144,23 @@ class CircuitBreaker:
         if self._state is not CircuitState.CLOSED:
             self._advance(now)
         state = self._state
-        calls = self._calls
+        window = self._window
+        calls = window.calls
         return {
             "state": state,
-            "failure_rate": _PERCENT * self._failures / calls if calls else 0.0,
-            "slow_call_rate": _PERCENT * self._slow_calls / calls if calls else 0.0,
+            "failure_rate": PERCENT * window.failures / calls if calls else 0.0,
+            "slow_call_rate": PERCENT * window.slow_calls / calls if calls else 0.0,
             "calls": calls,
             "retry_after": self._open_until - now if state is CircuitState.OPEN else None,
         }
 
     def guard(self) -> AbstractAsyncContextManager[None]:
         """Protect the calls in an ``async with`` block; raises `CircuitOpenError` on entry."""
-        return _Guard(self)
+        return Guard(self)
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)`` under this breaker."""
-        async with _Guard(self):
+        async with Guard(self):
             return await fn(*args, **kwargs)
 
     def admit(self) -> tuple[int, float]:
@@ -273,14 +178,12 @@ class CircuitBreaker:
         self._advance(now)
         if self._state is CircuitState.OPEN:
             raise CircuitOpenError(self._name, self._open_until - now)
-        if self._trials_admitted >= self._config.permitted_calls_in_half_open:
+        trials = self._trials
+        if trials.admitted >= self._config.permitted_calls_in_half_open:
             # Rejected, not queued. Trials are running, so the deadline is still ahead.
-            retry_after = min(_HALF_OPEN_RETRY_AFTER, self._trial_deadline - now)
+            retry_after = min(_HALF_OPEN_RETRY_AFTER, trials.deadline - now)
             raise CircuitOpenError(self._name, retry_after)
-        if self._trials_running == 0:
-            self._trial_deadline = now + self._config.max_wait_in_half_open
-        self._trials_admitted += 1
-        self._trials_running += 1
+        trials.start(now, self._config.max_wait_in_half_open)
 
     def settle(self, admitted: tuple[int, float], exc: BaseException | None) -> None:
         """Record the outcome of a call that `admit` let through (`exc` None if it succeeded)."""
@@ -294,71 +197,47 @@ class CircuitBreaker:
             if generation != self._generation:
                 return
         if exc is None:
-            outcome = _OK
+            outcome = OK
         elif isinstance(exc, asyncio.CancelledError):
             # Says nothing about the dependency's health; only frees the trial slot.
             if self._state is _HALF_OPEN:
-                self._trials_admitted -= 1
-                self._trials_running -= 1
+                self._trials.cancel()
             return
         else:
-            outcome = _FAILED if self._is_failure(exc) else _OK
+            outcome = FAILED if self._is_failure(exc) else OK
         slow_after = self._slow_after
-        if outcome == _OK and slow_after is not None and self._clock() - started > slow_after:
-            outcome = _SLOW
+        if outcome == OK and slow_after is not None and self._clock() - started > slow_after:
+            outcome = SLOW
         if self._state is _CLOSED:
             self._record(outcome)
         else:
             self._record_trial(outcome)
 
     def _record(self, outcome: int) -> None:
-        window = self._window
-        position = self._position
-        if self._calls == len(window):
-            evicted = window[position]
-            if evicted == _FAILED:
-                self._failures -= 1
-            elif evicted == _SLOW:
-                self._slow_calls -= 1
-        else:
-            self._calls += 1
-        window[position] = outcome
-        position += 1
-        self._position = 0 if position == len(window) else position
-        if outcome == _FAILED:
-            self._failures += 1
-            self._consecutive_failures += 1
-        else:
-            self._consecutive_failures = 0
-            if outcome == _SLOW:
-                self._slow_calls += 1
         # Skip the rate check on the common all-healthy window.
-        if (self._failures or self._slow_calls) and self._should_open():
+        if self._window.record(outcome) and self._should_open():
             self._open(self._clock())
 
     def _should_open(self) -> bool:
         config = self._config
+        window = self._window
         if (
             config.consecutive_failures is not None
-            and self._consecutive_failures >= config.consecutive_failures
+            and window.consecutive_failures >= config.consecutive_failures
         ):
             return True
-        calls = self._calls
-        return calls >= config.minimum_calls and _rates_exceeded(
-            config, self._failures, self._slow_calls, calls
+        calls = window.calls
+        return calls >= config.minimum_calls and rates_exceeded(
+            config, window.failures, window.slow_calls, calls
         )
 
     def _record_trial(self, outcome: int) -> None:
-        self._trials_running -= 1
-        self._trials_finished += 1
-        if outcome == _FAILED:
-            self._trial_failures += 1
-        elif outcome == _SLOW:
-            self._trial_slow_calls += 1
+        trials = self._trials
+        trials.record(outcome)
         permitted = self._config.permitted_calls_in_half_open
-        if self._trials_finished < permitted:
+        if trials.finished < permitted:
             return
-        if _rates_exceeded(self._config, self._trial_failures, self._trial_slow_calls, permitted):
+        if rates_exceeded(self._config, trials.failures, trials.slow_calls, permitted):
             self._open(self._clock())
         else:
             self._close()
@@ -370,8 +249,8 @@ class CircuitBreaker:
                 self._half_open()
         elif (
             self._state is CircuitState.HALF_OPEN
-            and self._trials_running
-            and now >= self._trial_deadline
+            and self._trials.running
+            and now >= self._trials.deadline
         ):
             self._open(now)
 
@@ -380,14 +259,11 @@ class CircuitBreaker:
         self._transition(CircuitState.OPEN)
 
     def _half_open(self) -> None:
-        self._trials_admitted = self._trials_running = self._trials_finished = 0
-        self._trial_failures = self._trial_slow_calls = 0
+        self._trials = Trials()
         self._transition(CircuitState.HALF_OPEN)
 
     def _close(self) -> None:
-        self._window = [_OK] * self._config.sliding_window_size
-        self._position = self._calls = self._failures = self._slow_calls = 0
-        self._consecutive_failures = 0
+        self._window = OutcomeWindow(self._config.sliding_window_size)
         self._transition(CircuitState.CLOSED)
 
     def _transition(self, new: CircuitState) -> None:
@@ -400,35 +276,3 @@ class CircuitBreaker:
 
 StateChangeCallback: TypeAlias = Callable[[CircuitBreaker, CircuitState, CircuitState], None]
 """Called with (breaker, old state, new state) on every transition."""
-
-
-def _rates_exceeded(config: BreakerConfig, failures: int, slow_calls: int, calls: int) -> bool:
-    # Compare by multiplying rather than dividing: exact for whole-number thresholds.
-    return (
-        failures * _PERCENT >= config.failure_rate_threshold * calls
-        or slow_calls * _PERCENT >= config.slow_call_rate_threshold * calls
-    )
-
-
-class _Guard:
-    """One protected call: admission on enter, outcome on exit.
-
-    A plain class with slots is cheaper than ``@asynccontextmanager`` on this hot path.
-    """
-
-    __slots__ = ("_admitted", "_breaker")
-
-    def __init__(self, breaker: CircuitBreaker) -> None:
-        self._breaker = breaker
-        self._admitted = (0, 0.0)
-
-    async def __aenter__(self) -> None:
-        self._admitted = self._breaker.admit()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._breaker.settle(self._admitted, exc)

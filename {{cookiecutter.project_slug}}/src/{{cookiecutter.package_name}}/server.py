@@ -16,7 +16,7 @@ from {{ cookiecutter.package_name }}.listener import (
     stop_listening,
     wait_until_accepted,
 )
-from {{ cookiecutter.package_name }}.observability.logging import uvicorn_log_config
+from {{ cookiecutter.package_name }}.observability.log_config import uvicorn_log_config
 
 if TYPE_CHECKING:
     import socket

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from {{ cookiecutter.package_name }} import __version__
-from {{ cookiecutter.package_name }}.observability.logging import uvicorn_log_config
+from {{ cookiecutter.package_name }}.observability.log_config import uvicorn_log_config
 from {{ cookiecutter.package_name }}.resilience import CircuitState
 from {{ cookiecutter.package_name }}.server import STARTUP_FAILURE, GracefulServer
 

@@ -1,6 +1,6 @@
-"""Distributed tracing: W3C Trace Context always, OpenTelemetry export when configured.
+"""Tracing of requests and messages: W3C Trace Context always, OTLP export when configured.
 
-Two modes, chosen at start-up by :func:`configure_tracing`:
+Two modes, chosen at start-up by ``trace_export.configure_tracing``:
 
 * Propagation only (the default: no OTLP endpoint configured). The request
   hook :class:`RequestTracing` (run by the service middleware) parses
@@ -22,11 +22,14 @@ let :class:`RequestTracing` record the SERVER span: measured in-process, it
 costs about 75 µs of CPU per request against 110 µs for FastAPI's span alone
 and 280 µs with its internal spans. Should FastAPI's span be on anyway, this
 hook adds none, so there is never more than one SERVER span per request.
+
+This module traces what comes in (requests, messages) and carries a trace into a
+message (`trace_headers`); `client_spans` traces the calls the service makes,
+`traceparent` and `tracestate` parse the headers, `trace_export` sets up OTLP.
 """
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from random import getrandbits
 from typing import TYPE_CHECKING, Final
@@ -42,15 +45,13 @@ from opentelemetry.trace import (
 )
 
 from {{ cookiecutter.package_name }}.observability.logging import user_id_var
+from {{ cookiecutter.package_name }}.observability.traceparent import KNOWN_FLAGS, parse_traceparent
 from {{ cookiecutter.package_name }}.observability.tracestate import parse_tracestate
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
-    from contextlib import AbstractContextManager
     from contextvars import Token
 
-    import httpx
-    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.util.types import AttributeValue
     from starlette.types import Scope
     from structlog.typing import EventDict, WrappedLogger
@@ -58,67 +59,19 @@ if TYPE_CHECKING:
 __all__ = [
     "RequestTracing",
     "add_trace_ids",
-    "configure_tracing",
     "continue_trace",
-    "end_client_span",
-    "inject_trace_headers",
-    "query_span",
+    "current_tracer",
+    "new_span_id",
     "trace_headers",
 ]
 
 _INSTRUMENTATION_NAME: Final = __name__
 _TRACER_KEY: Final = context.create_key("tracer")
-_CLIENT_SPAN_KEY: Final = f"{__name__}.client_span"
-
-# Trace Context level 1: "00-" 32 hex "-" 16 hex "-" 2 hex, lowercase only.
-_TRACEPARENT_LENGTH: Final = 55
-_DASH: Final = ord("-")
-_HEX_AND_DASH: Final = b"0123456789abcdef-"
-_DASH_COUNT: Final = 3
-_ZERO_TRACE_ID: Final = b"0" * 32
-_ZERO_SPAN_ID: Final = b"0" * 16
-# Level 2 defines sampled (0x01) and random (0x02); the others are zeroed when passed on.
-_KNOWN_FLAGS: Final = TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID
-_FLAGS: Final = tuple(TraceFlags(flags) for flags in range(_KNOWN_FLAGS + 1))
+_FLAGS: Final = tuple(TraceFlags(flags) for flags in range(KNOWN_FLAGS + 1))
 # Ids made here come from a uniform random source, so a new trace says so.
 _NEW_TRACE_FLAGS: Final = TraceFlags.RANDOM_TRACE_ID
 _EMPTY_TRACE_STATE: Final = TraceState()
 _SERVER_ERROR: Final = 500
-_CLIENT_ERROR: Final = 400
-
-
-def _parse_traceparent(value: bytes) -> tuple[str, str, int] | None:
-    """Return (trace id, parent id, flags), ids as hex, or None if invalid.
-
-    Of the flags only sampled (0x01) and random (0x02) are kept.
-    """
-    # Optional whitespace around a header value is not part of it (RFC 9110).
-    value = value.strip(b" \t")
-    length = len(value)
-    if (
-        length < _TRACEPARENT_LENGTH
-        or value[2] != _DASH
-        or value[35] != _DASH
-        or value[52] != _DASH
-        or value.count(b"-", 0, _TRACEPARENT_LENGTH) != _DASH_COUNT
-        # Anything left after deleting lowercase hex digits and dashes is invalid.
-        or value[:_TRACEPARENT_LENGTH].translate(None, _HEX_AND_DASH)
-    ):
-        return None
-    version = value[:2]
-    if version == b"00":
-        if length != _TRACEPARENT_LENGTH:
-            return None
-    elif version == b"ff" or (length > _TRACEPARENT_LENGTH and value[55] != _DASH):
-        # "ff" is forbidden. Later versions may append fields, each after a
-        # dash; their first four fields are read as version 00's.
-        return None
-    trace_id = value[3:35]
-    parent_id = value[36:52]
-    if trace_id == _ZERO_TRACE_ID or parent_id == _ZERO_SPAN_ID:
-        return None
-    flags = int(value[53:55], 16) & _KNOWN_FLAGS
-    return trace_id.decode("ascii"), parent_id.decode("ascii"), flags
 
 
 def _random_id(bits: int) -> int:
@@ -266,7 +219,7 @@ def _extract(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, str, int, Tra
             tracestate.append(value)
     if traceparent is None:
         return None
-    parsed = _parse_traceparent(traceparent)
+    parsed = parse_traceparent(traceparent)
     if parsed is None:
         return None
     trace_id, span_id, flags = parsed
@@ -289,7 +242,8 @@ def add_trace_ids(_logger: WrappedLogger, _method_name: str, event_dict: EventDi
     return event_dict
 
 
-def _current_tracer() -> trace.Tracer:
+def current_tracer() -> trace.Tracer:
+    """The tracer of the request being handled; outside one, the global provider's."""
     tracer = context.get_value(_TRACER_KEY)
     if isinstance(tracer, trace.Tracer):
         return tracer
@@ -297,139 +251,9 @@ def _current_tracer() -> trace.Tracer:
     return trace.get_tracer(_INSTRUMENTATION_NAME)
 
 
-async def inject_trace_headers(request: httpx.Request) -> None:
-    """Propagate the current trace on an outbound request (httpx request hook).
-
-    Sets ``traceparent`` (the current trace id and flags) and passes
-    ``tracestate`` on. Each call is an operation of its own, so its parent id
-    is new: the id of a CLIENT span started for the call when the current
-    span is being recorded (SDK configured), otherwise a new span id that is
-    sent but not recorded. The request's span (and its id on log lines) stays
-    current. :func:`end_client_span` must be the response hook::
-
-        httpx.AsyncClient(
-            event_hooks={"request": [inject_trace_headers], "response": [end_client_span]}
-        )
-    """
-    current = trace.get_current_span()
-    if not current.is_recording():
-        span_context = current.get_span_context()
-        if not span_context.is_valid:
-            propagate.inject(request.headers)  # outside a trace: other propagators only
-            return
-        call = SpanContext(
-            span_context.trace_id,
-            _random_id(64),
-            is_remote=False,
-            trace_flags=span_context.trace_flags,
-            trace_state=span_context.trace_state,
-        )
-        propagate.inject(request.headers, context=trace.set_span_in_context(NonRecordingSpan(call)))
-        return
-    url = request.url
-    # netloc excludes credentials; the query string is left out as it may hold secrets.
-    path = url.raw_path.partition(b"?")[0].decode("ascii")
-    attributes: dict[str, AttributeValue] = {
-        "http.request.method": request.method,
-        "server.address": url.host,
-        "url.full": f"{url.scheme}://{url.netloc.decode('ascii')}{path}",
-    }
-    if url.port is not None:
-        attributes["server.port"] = url.port
-    span = _current_tracer().start_span(request.method, kind=SpanKind.CLIENT, attributes=attributes)
-    request.extensions[_CLIENT_SPAN_KEY] = span
-    propagate.inject(request.headers, context=trace.set_span_in_context(span))
-
-
-async def end_client_span(response: httpx.Response) -> None:
-    """End the CLIENT span :func:`inject_trace_headers` started (httpx response hook).
-
-    Requests that fail without a response (connection errors, timeouts) leave
-    their span unexported; the error surfaces in the server span and the logs.
-    """
-    span = response.request.extensions.pop(_CLIENT_SPAN_KEY, None)
-    if not isinstance(span, trace.Span):
-        return
-    status = response.status_code
-    span.set_attribute("http.response.status_code", status)
-    if status >= _CLIENT_ERROR:
-        span.set_attribute("error.type", str(status))
-        span.set_status(StatusCode.ERROR)
-    span.end()
-
-
-def query_span(
-    operation: str,
-    *,
-    table: str | None = None,
-    statement: str | None = None,
-    system: str = "postgresql",
-) -> AbstractContextManager[trace.Span]:
-    """Return a context manager that records a CLIENT span for a database query.
-
-    Meant for when the SDK is configured. Named ``"OPERATION table"`` (e.g.
-    ``"SELECT items"``); ``statement`` should be the parameterised SQL text,
-    never one with values interpolated; ``system`` the store (``redis`` for its commands).
-    """
-    attributes: dict[str, AttributeValue] = {
-        "db.system.name": system,
-        "db.operation.name": operation,
-    }
-    if table is not None:
-        attributes["db.collection.name"] = table
-    if statement is not None:
-        attributes["db.query.text"] = statement
-    return _current_tracer().start_as_current_span(
-        f"{operation} {table}" if table else operation,
-        kind=SpanKind.CLIENT,
-        attributes=attributes,
-    )
-
-
-def configure_tracing(*, service: str, version: str, environment: str) -> SdkTracerProvider | None:
-    """Set up OTLP export if an endpoint is configured, and return the provider.
-
-    Does nothing and returns None unless ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
-    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set (and ``OTEL_SDK_DISABLED``
-    is not ``true``). Otherwise installs a global SDK tracer provider that
-    exports in batches over OTLP/HTTP. Pass the provider to
-    :class:`RequestTracing`, and call its ``shutdown()`` at application
-    shutdown to flush the last spans.
-
-    ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` override the
-    resource attributes given here.
-    """
-    environ = os.environ
-    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return None
-    if not (
-        environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    ):
-        return None
-
-    # Imported only when exporting: loading the SDK and the exporter takes
-    # noticeable start-up time that propagation-only processes need not pay.
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
-        OTLPSpanExporter,
-    )
-    from opentelemetry.sdk.resources import OTELResourceDetector, Resource  # noqa: PLC0415
-    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
-
-    resource = Resource.create(
-        {
-            "service.name": service,
-            "service.version": version,
-            "deployment.environment.name": environment,
-            # The pre-1.27 semantic-conventions name, which many backends still use.
-            "deployment.environment": environment,
-        }
-    ).merge(OTELResourceDetector().detect())
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
-    return provider
+def new_span_id() -> int:
+    """A random span id for a call made under the current span (never zero)."""
+    return _random_id(64)
 
 
 def trace_headers() -> dict[str, str]:
