@@ -171,7 +171,7 @@ def _table(report: dict[str, Any]) -> str:
         ),
         "",
         f"{'route':<18}{'feature':<42}{'instr/req':>11}{'of route':>9}{'us CPU':>8}"
-        f"{'instr/s':>10}  note",
+        f"{'instr/s':>12}  note",
         f"{'GET /items/{id}':<18}{'the service, every default feature on':<42}"
         f"{base['items_get']:>11,.0f}{'':>9}{report['baseline_cpu_us']['items_get']:>8.0f}",
     ]
@@ -183,7 +183,7 @@ def _table(report: dict[str, Any]) -> str:
         lines.append(
             f"{ROUTE_PATHS[row['route']]:<18}{row['label']:<42}{row['cost']:>+11,.0f}"
             f"{row['cost'] / of:>9.1%}{row['cpu_us']:>+8.1f}"
-            f"{row['cost_per_wall_second']:>+10,.0f}  {row['note']}"
+            f"{row['cost_per_wall_second']:>+12,.0f}  {row['note']}"
         )
     return "\n".join(lines)
 
