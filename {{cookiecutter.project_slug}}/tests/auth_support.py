@@ -21,7 +21,7 @@ from {{ cookiecutter.package_name }}.auth.scopes import CurrentPrincipal, requir
 from {{ cookiecutter.package_name }}.auth.verifier import Principal  # noqa: TC001 - FastAPI resolves it
 from tests.conftest import make_settings, serving
 from tests.identity_provider import AUDIENCE, IdentityProvider
-from tests.session_context import CLIENT_HEADERS, SERVICE_ENV
+from tests.session_context import CALLER_CREDENTIALS, CLIENT_HEADERS, SERVICE_ENV
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -43,9 +43,15 @@ def session_identity_provider() -> Iterator[IdentityProvider]:
         SERVICE_ENV.update(env)
         token = provider.token(sub=SESSION_SUBJECT, scope=SCOPES, lifetime=24 * 3600)
         CLIENT_HEADERS["Authorization"] = f"Bearer {token}"
+
+        def credentials(subject: str) -> dict[str, str]:
+            return bearer(provider.token(sub=subject, scope=SCOPES, lifetime=24 * 3600))
+
+        CALLER_CREDENTIALS.append(credentials)
         try:
             yield provider
         finally:
+            CALLER_CREDENTIALS.remove(credentials)
             CLIENT_HEADERS.pop("Authorization", None)
             for name, value in saved.items():
                 SERVICE_ENV.pop(name, None)

@@ -18,7 +18,6 @@ import httpx
 import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
-from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
 from {{ cookiecutter.package_name }}.http_client import HttpClient  # noqa: TC001 - FastAPI resolves it at run time
@@ -30,10 +29,6 @@ from tests.service_process import running_service
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
-
-    from fastapi import FastAPI
-
-WRITER = "items:read items:write"
 
 
 @pytest.fixture
@@ -235,43 +230,6 @@ async def test_a_route_needing_a_scope_is_403_without_it(
         response = await client.post(THINGS, headers=bearer(token))
         assert response.status_code == 200, claims
         assert response.json() == {"changed_by": "bob"}
-
-
-def example_api(app: FastAPI) -> bool:
-    return any(isinstance(route, APIRoute) and route.path == "/items" for route in app.routes)
-
-
-async def test_the_example_api_reads_with_any_token_and_writes_with_items_write(
-    provider: IdentityProvider, database_url: str
-) -> None:
-    async with trusting(provider, database_url) as (app, client):
-        if not example_api(app):
-            pytest.skip("generated without the example API")
-        reader = bearer(provider.token(scope="items:read"))
-        body = {"name": "lamp", "price_cents": 100}
-        response = await client.post("/items", json=body, headers=reader)
-        assert response.status_code == 403
-        assert 'scope="items:write"' in challenge(response)
-        assert (await client.get("/items", headers=reader)).json()["items"] == []  # unchanged
-
-        writer = bearer(provider.token(scope=WRITER))
-        created = await client.post("/items", json=body, headers=writer)
-        assert created.status_code == 201
-        item = f"/items/{created.json()['id']}"
-        assert (await client.get(item, headers=reader)).status_code == 200
-        assert (await client.get(item)).status_code == 401
-        changed = await client.patch(item, json={"price_cents": 5}, headers=reader)
-        assert changed.status_code == 403
-        assert (await client.delete(item, headers=reader)).status_code == 403
-
-        document = (await client.get("/openapi.json")).json()
-        read = document["paths"]["/items/{item_id}"]["get"]
-        assert read["security"] == [{"bearerAuth": []}, {"openIdConnect": []}]
-        assert "403" not in read["responses"]
-        write = document["paths"]["/items"]["post"]
-        scoped = ["items:write"]
-        assert write["security"] == [{"bearerAuth": scoped}, {"openIdConnect": scoped}]
-        assert {"401", "403"} <= set(write["responses"])
 
 
 async def test_probes_metrics_and_docs_need_no_token(client: httpx.AsyncClient) -> None:

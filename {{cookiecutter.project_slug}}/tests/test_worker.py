@@ -18,6 +18,7 @@ from tests.messaging import (
     wait_for_count,
 )
 from tests.service_process import running_service
+from tests.session_context import CLIENT_HEADERS
 
 if TYPE_CHECKING:
     from {{ cookiecutter.package_name }}.settings import BrokerSettings
@@ -36,7 +37,7 @@ async def test_event_flows_from_request_to_worker_with_its_trace(
         running_service(database_url, None, **env) as service,
         running_worker(database_url, broker_settings) as worker,
     ):
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(headers=CLIENT_HEADERS) as client:
             response = await client.post(
                 f"{service.url}/items",
                 json={"name": "traced", "price_cents": 1},
@@ -77,7 +78,7 @@ async def test_sigterm_with_messages_in_flight_loses_none_and_repeats_none(
     total = 60
     env = broker_env(broker_settings)
     with running_service(database_url, None, **env) as service:
-        async with httpx.AsyncClient(base_url=service.url) as client:
+        async with httpx.AsyncClient(base_url=service.url, headers=CLIENT_HEADERS) as client:
             for number in range(total):
                 body = {"name": f"n{number}", "price_cents": 1}
                 assert (await client.post("/items", json=body)).status_code == 201
@@ -121,7 +122,7 @@ async def test_two_relays_publish_each_row_once(
         running_service(database_url, None, **env) as first,
         running_service(database_url, None, **env) as second,
     ):
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(headers=CLIENT_HEADERS) as client:
             for number in range(total):
                 url = (first if number % 2 else second).url
                 body = {"name": f"r{number}", "price_cents": 1}

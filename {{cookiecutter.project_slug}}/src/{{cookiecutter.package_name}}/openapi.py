@@ -21,7 +21,7 @@ from {{ cookiecutter.package_name }}.problems import PROBLEM_JSON
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-__all__ = ["document_problems"]
+__all__ = ["document_problems", "problem_response"]
 
 _REF: Final = "#/components/schemas/"
 _STRING: Final = {"type": "string"}
@@ -71,18 +71,21 @@ _RETRY_AFTER: Final = {
 }
 
 
-def _problem(description: str, schema: str = "Problem", **extra: Any) -> dict[str, Any]:  # noqa: ANN401 - OpenAPI fragments
+def problem_response(description: str, schema: str = "Problem", **extra: Any) -> dict[str, Any]:  # noqa: ANN401 - OpenAPI fragments
+    """An OpenAPI response: problem+json with `schema` (a component this module adds)."""
     content = {PROBLEM_JSON: {"schema": {"$ref": f"{_REF}{schema}"}}}
     return {"description": description, "content": content, **extra}
 
 
 _ALWAYS: Final = {
-    "503": _problem("Overloaded, circuit open or database unavailable", headers=_RETRY_AFTER),
-    "504": _problem("The request took longer than its deadline"),
+    "503": problem_response(
+        "Overloaded, circuit open or database unavailable", headers=_RETRY_AFTER
+    ),
+    "504": problem_response("The request took longer than its deadline"),
 }
 _WITH_BODY: Final = {
-    "400": _problem("The body is not valid UTF-8 or JSON"),
-    "413": _problem("The body is larger than the limit"),
+    "400": problem_response("The body is not valid UTF-8 or JSON"),
+    "413": problem_response("The body is larger than the limit"),
 }
 _OPERATIONS: Final = frozenset({"get", "put", "post", "delete", "patch", "head", "options"})
 
@@ -102,7 +105,7 @@ def _rewrite(document: dict[str, Any]) -> None:
                 if media is not None and "schema" not in media:
                     media["schema"] = {"$ref": f"{_REF}Problem"}
             if "422" in responses:
-                responses["422"] = _problem("Invalid input", "ValidationProblem")
+                responses["422"] = problem_response("Invalid input", "ValidationProblem")
             extra = _ALWAYS | (_WITH_BODY if "requestBody" in operation else {})
             for status, response in extra.items():
                 responses.setdefault(status, response)

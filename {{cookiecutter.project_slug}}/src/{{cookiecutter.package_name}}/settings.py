@@ -202,7 +202,7 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 )
 PUBLIC_PATHS = frozenset(
     {"/health/live", "/health/ready", "/health", "/metrics", "/docs", "/docs/oauth2-redirect"}
-    | {"/redoc", "/openapi.json"}
+    | {"/redoc", "/openapi.json", "/docs/assets/"}
 )
 
 

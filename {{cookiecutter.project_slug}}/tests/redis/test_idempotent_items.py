@@ -9,6 +9,7 @@ import asyncpg
 
 from tests.conftest import serving
 from tests.redis.conftest import redis_settings
+from tests.session_context import caller_headers
 
 if TYPE_CHECKING:
     from {{ cookiecutter.package_name }}.settings import Settings
@@ -60,11 +61,16 @@ async def test_keys_are_scoped_per_caller(database_url: str, redis_url: str, pre
     group = {"rate_limit": {"api_key_header": "X-API-Key"}}
     settings = redis_settings(database_url, redis_url, prefix, group)
     async with serving(settings) as (_, http):
+        # Two callers: two API keys (and, with authentication, two token subjects).
         one = await http.post(
-            "/items", json={"name": "a", "price_cents": 1}, headers=key("k") | {"X-API-Key": "1"}
+            "/items",
+            json={"name": "a", "price_cents": 1},
+            headers=key("k") | caller_headers("one") | {"X-API-Key": "1"},
         )
         two = await http.post(
-            "/items", json={"name": "b", "price_cents": 1}, headers=key("k") | {"X-API-Key": "2"}
+            "/items",
+            json={"name": "b", "price_cents": 1},
+            headers=key("k") | caller_headers("two") | {"X-API-Key": "2"},
         )
     assert one.status_code == two.status_code == 201
     assert "Idempotent-Replayed" not in two.headers

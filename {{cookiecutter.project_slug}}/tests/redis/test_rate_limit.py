@@ -12,6 +12,7 @@ from {{ cookiecutter.package_name }}.settings import ENV_PREFIX
 from tests.conftest import serving
 from tests.redis.conftest import redis_settings
 from tests.service_process import free_port, running_service
+from tests.session_context import CLIENT_HEADERS, caller_headers
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -79,9 +80,13 @@ async def test_api_keys_get_their_own_buckets(
 ) -> None:
     limits = {"default": policy(1), "api_key_header": "X-API-Key"}
     settings = redis_settings(database_url, redis_url, prefix, {"rate_limit": limits})
+    # Two callers: two API keys (and, with authentication, two token subjects, which are
+    # identifiers, not secrets, and are keyed in clear: they are named apart from the keys).
+    alpha = caller_headers("caller-1") | {"X-API-Key": "alpha"}
+    beta = caller_headers("caller-2") | {"X-API-Key": "beta"}
     async with serving(settings) as (_, http):
-        a = [(await http.get("/nope", headers={"X-API-Key": "alpha"})).status_code for _ in "12"]
-        b = [(await http.get("/nope", headers={"X-API-Key": "beta"})).status_code for _ in "12"]
+        a = [(await http.get("/nope", headers=alpha)).status_code for _ in "12"]
+        b = [(await http.get("/nope", headers=beta)).status_code for _ in "12"]
     assert a == [404, 429]
     assert b == [404, 429]
     keys = [key.decode() async for key in redis_client.scan_iter(match=f"{prefix}*")]
@@ -119,7 +124,7 @@ def test_two_replicas_share_one_limit(database_url: str, redis_url: str, prefix:
     with (
         running_service(database_url, env) as one,
         running_service(database_url, env) as two,
-        httpx.Client(timeout=10) as client,
+        httpx.Client(headers=CLIENT_HEADERS, timeout=10) as client,
     ):
         answers = [client.get(f"{(one, two)[i % 2].url}/nope") for i in range(60)]
     admitted = [a for a in answers if a.status_code == 404]

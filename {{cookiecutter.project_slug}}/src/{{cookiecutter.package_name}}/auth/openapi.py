@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 
 from {{ cookiecutter.package_name }}.auth.keys import DISCOVERY_PATH
 from {{ cookiecutter.package_name }}.auth.scopes import RequireScopes
+from {{ cookiecutter.package_name }}.openapi import problem_response
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -27,7 +28,6 @@ __all__ = ["document_security"]
 
 BEARER = "bearerAuth"
 OPENID_CONNECT = "openIdConnect"
-_PROBLEM: dict[str, Any] = {"application/problem+json": {}}
 _CHALLENGE = {
     "WWW-Authenticate": {
         "description": 'RFC 6750 challenge, e.g. `Bearer error="invalid_token"`',
@@ -69,17 +69,14 @@ def _add_security(schema: dict[str, Any], app: FastAPI, settings: AuthSettings) 
                 continue
             operation["security"] = [{name: scopes} for name in schemes]
             responses = operation.setdefault("responses", {})
-            responses["401"] = {
-                "description": "No bearer token, or one that is not valid",
-                "headers": _CHALLENGE,
-                "content": _PROBLEM,
-            }
+            # Built after `document_problems` rewrote the document: the schema is set here.
+            responses["401"] = problem_response(
+                "No bearer token, or one that is not valid", headers=_CHALLENGE
+            )
             if scopes:
-                responses["403"] = {
-                    "description": f"The token lacks a scope: {', '.join(scopes)}",
-                    "headers": _CHALLENGE,
-                    "content": _PROBLEM,
-                }
+                responses["403"] = problem_response(
+                    f"The token lacks a scope: {', '.join(scopes)}", headers=_CHALLENGE
+                )
 
 
 def document_security(app: FastAPI, settings: AuthSettings) -> None:

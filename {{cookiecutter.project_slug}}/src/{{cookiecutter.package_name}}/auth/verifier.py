@@ -10,7 +10,8 @@ request's `Principal` (``scope["state"]["principal"]``) and its subject is in
 Answers (``application/problem+json``): 401 with ``WWW-Authenticate: Bearer`` when no
 token is sent, with ``error="invalid_token"`` when one is sent and fails; 503 with
 ``Retry-After`` when the provider's keys cannot be had (the token may be fine). Paths in
-``auth.public_paths`` (probes, metrics, docs by default) need no token.
+``auth.public_paths`` (probes, metrics, docs by default; an entry ending in ``/`` covers
+every path under it) need no token.
 
 PyJWT rather than joserfc: both are maintained and do no I/O when handed a key; PyJWT
 binds each JWK to one algorithm, is the more widely deployed, and its decode path is
@@ -126,22 +127,38 @@ def _bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
 class Authenticator:
     """Verifies the bearer token of every non-public request (an `AdmissionStep`)."""
 
-    __slots__ = ("_algorithms", "_decoder", "_public_paths", "_settings", "keys")
+    __slots__ = (
+        "_algorithms",
+        "_decoder",
+        "_public_paths",
+        "_public_prefixes",
+        "_settings",
+        "keys",
+    )
 
     def __init__(self, settings: AuthSettings) -> None:
         """Verify tokens of `settings`' issuer and audience; set `keys` before serving."""
         self._settings = settings
         self.keys: KeySet | None = None
         self._public_paths = settings.public_paths
+        self._public_prefixes = tuple(path for path in settings.public_paths if path.endswith("/"))
         self._algorithms = settings.algorithms
         self._decoder = jwt.PyJWT()
+
+    def _is_public(self, scope: Scope) -> bool:
+        path: str = scope["path"]
+        # Behind a proxy that strips a prefix, `path` keeps it and `root_path` names it.
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :] or "/"
+        return path in self._public_paths or path.startswith(self._public_prefixes)
 
     async def admit(
         self, scope: Scope, response_headers: list[tuple[bytes, bytes]]
     ) -> Rejection | None:
         """Admit a request with a valid token (or to a public path); else 401 or 503."""
         del response_headers  # this step adds none
-        if scope["path"] in self._public_paths:
+        if self._is_public(scope):
             return None
         token = _bearer_token(scope["headers"])
         realm = self._settings.realm
