@@ -107,8 +107,9 @@ def _instruction_table(report: dict[str, Any]) -> list[str]:
     meta = report["settings"]
     lines = [
         (
-            f"instructions (callgrind): {meta['requests']} sequential keep-alive requests per server"
-            f" and route after {meta['warmup_requests']} uncounted, less the work per wall second"
+            f"instructions (callgrind): {meta['requests']} sequential keep-alive requests per "
+            f"server and route after {meta['warmup_requests']} uncounted, less the work per "
+            "second of wall time"
         ),
         "",
         f"{'route':<15}{'app':<15}{'instructions/req':>18}{'vs FastAPI':>12}{'vs raw ASGI':>13}",

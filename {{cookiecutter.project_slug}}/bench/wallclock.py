@@ -1,11 +1,9 @@
 """Requests per second under `wrk`: alternated rounds, medians, server CPU per request.
 
-Each server is one process pinned to `--server-cpus`, wrk (one thread) to
-`--load-cpus`. After a warm-up run per server and route, the servers alternate in
-every round (A B C, A B C, ...) so that drift on the machine hits all of them. For
-`/items/{id}` a Lua script picks a random seeded id per request. The server's CPU time
-per request (user + system, from /proc) moves much less than requests/s when
-something else competes for the machine.
+Servers are pinned to `--server-cpus`, wrk (one thread) to `--load-cpus`. After a
+warm-up run per server and route, the servers alternate in every round (A B C, A B C)
+so that drift on the machine hits all of them. The server's CPU time per request
+(user + system, from /proc) moves much less than requests/s under other load.
 """
 
 from __future__ import annotations
@@ -67,25 +65,18 @@ def taskset(cpus: str | None) -> list[str]:
 def wrk_version() -> str:
     """`wrk`'s version; exit if it is not installed."""
     if shutil.which("wrk") is None:
-        msg = "wrk is not installed (apt-get install wrk, dnf install wrk, brew install wrk)"
+        msg = "wrk is not installed (apt-get install wrk, brew install wrk)"
         raise SystemExit(msg)
     completed = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
     return (completed.stdout + completed.stderr).split("[")[0].strip()
 
 
-def _process_tree(root: int) -> list[int]:
-    """`root` and its descendants (Linux /proc), e.g. a supervisor and its worker."""
-    if not Path("/proc").is_dir():
-        return []
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            stat = (entry / "stat").read_text()
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    tree = [root]
-    for pid in tree:
-        tree.extend(child for child, parent in parents.items() if parent == pid)
-    return tree
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (Linux), e.g. a supervisor and its worker."""
+    with contextlib.suppress(OSError):
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return [pid, *(tree for child in children for tree in _process_tree(int(child)))]
+    return [pid]
 
 
 def _cpu_seconds(pids: list[int]) -> float | None:
@@ -97,7 +88,7 @@ def _cpu_seconds(pids: list[int]) -> float | None:
             total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
     except (OSError, IndexError, ValueError):
         return None
-    return total / os.sysconf("SC_CLK_TCK") if pids else None
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _wrk(args: argparse.Namespace, port: int, route: str, seconds: int, pids: list[int]) -> Sample:
@@ -229,25 +220,19 @@ def table(report: dict[str, Any]) -> list[str]:
     lines = [
         (
             f"load: {report['load_generator']}, {meta['connections']} connections, "
-            f"{meta['duration_s']} s x {meta['rounds']} alternated rounds (medians), "
-            f"servers on CPUs {meta['server_cpus']}, load on CPUs {meta['load_cpus']}"
+            f"{meta['duration_s']} s x {meta['rounds']} alternated rounds (medians), servers "
+            f"on CPUs {meta['server_cpus']}, load on CPUs {meta['load_cpus']}"
         ),
         "",
-        (
-            f"{'route':<15}{'app':<15}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'spread':>8}"
-            f"{'CPU us/req':>12}"
-        ),
+        "route          app                 req/s   p50 ms   p99 ms  spread  CPU us/req",
     ]
-    flagged = False
     for route, path in ROUTES.items():
         for index, (app, row) in enumerate(report["results"][route].items()):
-            flagged = flagged or bool(row["non_2xx"] or row["errors"])
-            cpu = row["cpu_us_per_request"]
+            cpu = "-" if row["cpu_us_per_request"] is None else row["cpu_us_per_request"]
             lines.append(
                 f"{path if index == 0 else '':<15}{APPS[app]:<15}{row['rps']:>10,.0f}"
-                f"{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}{row['spread']:>8.0%}"
-                f"{'-' if cpu is None else cpu:>12}"
-                + (" *" if row["non_2xx"] or row["errors"] else "")
+                f"{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}{row['spread']:>8.0%}{cpu:>12}"
+                + (" * failed or not 2xx: see the JSON" if row["non_2xx"] or row["errors"] else "")
             )
     lines += ["", f"{'req/s ratio':<15}{'vs FastAPI':>12}{'vs raw ASGI':>13}"]
     for route, path in ROUTES.items():
@@ -255,14 +240,7 @@ def table(report: dict[str, Any]) -> list[str]:
         overhead = report["cpu_us_per_request_over_fastapi"][route]
         extra = "" if overhead is None else f"   chassis CPU: {overhead:+.0f} us/req"
         lines.append(f"{path:<15}{cells[0]:>12}{cells[1]:>13}{extra}")
-    if flagged:
-        lines += ["", "* some responses were not 2xx or failed; counts are in the JSON"]
-    return [
-        *lines,
-        "",
-        "spread: (max - min) / median of req/s over the rounds; CPU us/req: the server's",
-        "user + system CPU time per request (median), less sensitive to other load",
-    ]
+    return [*lines, "", "spread: (max - min) / median of req/s; CPU us/req: the server's, median"]
 
 
 def cell(value: float | None) -> str:
