@@ -149,10 +149,10 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
         if not args.keep:
             stack.callback(shutil.rmtree, args.workdir, ignore_errors=True)
         stack.enter_context(servers.redis())
+        if HAS_AUTH:  # before the migration: the service's settings require the provider's
+            servers.authenticate(stack)
         dsn, pool = stack.enter_context(servers.database(args.items, args.workdir))
         report["settings"]["pool_size"] = list(pool)
-        if HAS_AUTH:
-            servers.authenticate(stack)
 
         def launches() -> list[servers.Launch]:
             """The servers to measure, each on a port that is free now."""

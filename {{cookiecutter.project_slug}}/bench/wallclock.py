@@ -229,9 +229,10 @@ def table(report: dict[str, Any]) -> list[str]:
     for route, path in ROUTES.items():
         for index, (app, row) in enumerate(report["results"][route].items()):
             cpu = "-" if row["cpu_us_per_request"] is None else row["cpu_us_per_request"]
+            spread = "-" if row["spread"] is None else f"{row['spread']:.0%}"  # None: no requests
             lines.append(
                 f"{path if index == 0 else '':<15}{APPS[app]:<15}{row['rps']:>10,.0f}"
-                f"{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}{row['spread']:>8.0%}{cpu:>12}"
+                f"{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}{spread:>8}{cpu:>12}"
                 + (" * failed or not 2xx: see the JSON" if row["non_2xx"] or row["errors"] else "")
             )
     lines += ["", f"{'req/s ratio':<15}{'vs FastAPI':>12}{'vs raw ASGI':>13}"]
