@@ -7,6 +7,7 @@ themselves (rotation, outages) are tested in `test_auth_keys.py`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -15,6 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import jwt
 import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -311,3 +313,55 @@ def test_real_process_401_without_token_user_id_in_the_access_line_and_no_token_
     assert any(line.get("event") == "jwks_refreshed" for line in lines)
     for secret in (good, expired, good.split(".")[2], expired.split(".")[2]):
         assert secret not in output
+
+
+@pytest.fixture
+def full_verifications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tokens PyJWT decodes (signature and claims checked), in order."""
+    decoded: list[str] = []
+    decode = jwt.PyJWT.decode
+
+    def counting(self: jwt.PyJWT, token: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(token)
+        return decode(self, token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt.PyJWT, "decode", counting)
+    return decoded
+
+
+async def test_a_callers_next_requests_skip_verifying_its_token_again(
+    provider: IdentityProvider, database_url: str, full_verifications: list[str]
+) -> None:
+    async with trusting(provider, database_url, verified_token_cache_size=2) as (_, client):
+        ann, bob, cy = (provider.token(sub=name) for name in ("ann", "bob", "cy"))
+        for token in (ann, ann, bob, ann, bob):
+            response = await client.get(WHOAMI, headers=bearer(token))
+            assert response.status_code == 200
+        assert full_verifications == [ann, bob]
+        # Full: the least recently used (ann's) makes room for cy's.
+        for token in (cy, bob, ann):
+            response = await client.get(WHOAMI, headers=bearer(token))
+            assert response.json()["subject"] == {ann: "ann", bob: "bob", cy: "cy"}[token]
+        assert full_verifications == [ann, bob, cy, ann]
+
+
+async def test_without_the_cache_every_request_verifies_its_token(
+    provider: IdentityProvider, database_url: str, full_verifications: list[str]
+) -> None:
+    async with trusting(provider, database_url, verified_token_cache_size=0) as (_, client):
+        token = provider.token()
+        for _ in range(3):
+            assert (await client.get(WHOAMI, headers=bearer(token))).status_code == 200
+    assert full_verifications == [token] * 3
+
+
+async def test_a_remembered_token_still_expires(
+    provider: IdentityProvider, database_url: str
+) -> None:
+    async with trusting(provider, database_url, leeway_seconds=0) as (_, client):
+        token = provider.token(lifetime=2)  # exp: 1 to 2 s from now (whole seconds)
+        assert (await client.get(WHOAMI, headers=bearer(token))).status_code == 200
+        await asyncio.sleep(2.1)  # past its exp
+        response = await client.get(WHOAMI, headers=bearer(token))
+        assert response.status_code == 401
+        assert "expired" in response.json()["detail"]

@@ -118,3 +118,17 @@ async def test_provider_down_during_a_rotation(
         await asyncio.sleep(0.25)
         response = await client.get(WHOAMI, headers=bearer(provider.token(key=rotated)))
         assert response.status_code == 200
+
+
+async def test_a_remembered_token_is_refused_once_its_key_is_withdrawn(
+    provider: IdentityProvider, database_url: str
+) -> None:
+    async with trusting(provider, database_url, refresh_seconds=0.2) as (_, client):
+        token = provider.token()
+        assert (await client.get(WHOAMI, headers=bearer(token))).status_code == 200
+
+        provider.keys.remove(provider.rsa)  # the provider rotates its RSA key out
+        await asyncio.sleep(0.6)  # the service's scheduled refresh has run since
+        response = await client.get(WHOAMI, headers=bearer(token))
+        assert response.status_code == 401
+        assert "does not publish" in response.json()["detail"]

@@ -218,6 +218,7 @@ class AuthSettings(BaseModel):
     refresh_seconds: float = Field(300.0, gt=0)
     min_refresh_interval_seconds: float = Field(10.0, gt=0)
     max_token_bytes: int = Field(8192, ge=256)
+    verified_token_cache_size: int = Field(1024, ge=0)  # 0: every request verifies in full
     realm: str | None = None
     public_paths: frozenset[str] = PUBLIC_PATHS
 

@@ -94,11 +94,11 @@ class KeySet:
 
         Raises `UnknownKeyError` (answer 401) or `KeysUnavailableError` (answer 503).
         """
-        key = self._lookup(kid, alg)
+        key = self.lookup(kid, alg)
         if key is not None:
             return key
         await self.refresh("unknown_kid")
-        key = self._lookup(kid, alg)
+        key = self.lookup(kid, alg)
         if key is not None:
             return key
         if not self._healthy:
@@ -152,7 +152,11 @@ class KeySet:
     def _retry_after(self) -> float:
         return max(1.0, self._last_attempt + self._min_interval() - self._clock())
 
-    def _lookup(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
+    def lookup(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
+        """The key for a token with this header among the keys held now (fetches nothing).
+
+        The same object until the provider's key set changes.
+        """
         if kid is None:
             # Without a `kid` the token can only name the provider's one and only key.
             if len(self._jwks) != 1:

@@ -29,6 +29,7 @@ import jwt
 import orjson
 
 from {{ cookiecutter.package_name }}.auth.keys import KeysUnavailableError, UnknownKeyError
+from {{ cookiecutter.package_name }}.auth.verified_tokens import VerifiedTokens
 from {{ cookiecutter.package_name }}.middleware import Rejection
 from {{ cookiecutter.package_name }}.observability.logging import user_id_var
 from {{ cookiecutter.package_name }}.problems import retry_after
@@ -58,7 +59,10 @@ _EXPLAINED: Final = (
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The verified caller: its subject, what it may do, and every claim of its token."""
+    """The verified caller: its subject, what it may do, and every claim of its token.
+
+    Read-only: the requests that send the same token share it (`VerifiedTokens`).
+    """
 
     subject: str
     scopes: frozenset[str]
@@ -133,6 +137,7 @@ class Authenticator:
         "_public_paths",
         "_public_prefixes",
         "_settings",
+        "_verified",
         "keys",
     )
 
@@ -144,6 +149,7 @@ class Authenticator:
         self._public_prefixes = tuple(path for path in settings.public_paths if path.endswith("/"))
         self._algorithms = settings.algorithms
         self._decoder = jwt.PyJWT()
+        self._verified = VerifiedTokens(settings.verified_token_cache_size, settings.leeway_seconds)
 
     def _is_public(self, scope: Scope) -> bool:
         path: str = scope["path"]
@@ -194,6 +200,8 @@ class Authenticator:
         if len(token) > self._settings.max_token_bytes:
             msg = "the token is too large"
             raise InvalidTokenError(msg)
+        if self.keys is not None and (known := self._verified.get(token, self.keys)) is not None:
+            return known
         header = _unverified_header(token)
         alg, kid = header.get("alg"), header.get("kid")
         if not isinstance(alg, str) or alg not in self._algorithms:
@@ -225,4 +233,6 @@ class Authenticator:
         except jwt.InvalidTokenError as exc:
             reason = next((text for kind, text in _EXPLAINED if isinstance(exc, kind)), None)
             raise InvalidTokenError(reason or "the token is invalid") from None
-        return Principal(subject=claims["sub"], scopes=scopes_of(claims), claims=claims)
+        principal = Principal(subject=claims["sub"], scopes=scopes_of(claims), claims=claims)
+        self._verified.put(token, principal, kid, alg, key)
+        return principal
