@@ -5,7 +5,9 @@ connections over raw asyncio sockets, one request in flight per connection (no
 pipelining), each response read fully (Content-Length or chunked) before the next
 request is sent. Latency is measured from the write of a request to the last byte
 of its response. It prints one JSON object on stdout:
-`{"requests", "seconds", "rps", "p50_ms", "p99_ms", "non_2xx", "errors"}`.
+`{"requests", "seconds", "rps", "p50_ms", "p99_ms", "non_2xx", "errors", "by_status"}`,
+`by_status` giving each response status's `requests`, `p50_ms` and `p99_ms` (so that
+answers shed with 503 and admitted ones can be told apart, `bench/scaling.py`).
 
 One Python process saturates one CPU well below what `wrk` reaches (roughly
 15-25k requests/s on a current core), so a server faster than that measures the
@@ -39,6 +41,7 @@ HEADER_END = b"\r\n\r\n"
 class _Stats:
     def __init__(self) -> None:
         self.latencies_ns: list[int] = []
+        self.by_status: dict[int, list[int]] = {}
         self.non_2xx = 0
         self.errors = 0
 
@@ -102,6 +105,7 @@ class _Connection(asyncio.Protocol):
             now = time.perf_counter_ns()
             del self._buffer[:consumed]
             self._stats.latencies_ns.append(now - self._sent_ns)
+            self._stats.by_status.setdefault(status, []).append(now - self._sent_ns)
             if not 200 <= status < 300:
                 self._stats.non_2xx += 1
             if now >= self._deadline_ns:
@@ -166,7 +170,7 @@ async def run(
     duration: float,
     random_ids: int,
     headers: tuple[str, ...] = (),
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Drive `url` with `connections` keep-alive connections for `duration` seconds."""
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
@@ -204,6 +208,14 @@ async def run(
         "p99_ms": _percentile(latencies, 0.99),
         "non_2xx": stats.non_2xx,
         "errors": stats.errors,
+        "by_status": {
+            str(status): {
+                "requests": len(values),
+                "p50_ms": _percentile(sorted(values), 0.50),
+                "p99_ms": _percentile(sorted(values), 0.99),
+            }
+            for status, values in sorted(stats.by_status.items())
+        },
     }
 
 

@@ -2,6 +2,11 @@
 
     python3 bench/run.py [--instructions] [--duration 10] [--rounds 3] [--json PATH] [...]
     python3 bench/run.py --features [--requests 500] [--json PATH]
+    python3 bench/run.py --features --answer auth=jwt --only jwt
+    python3 bench/run.py --scaling [--duration 8] [--rounds 3] [--limit 8] [--json PATH]
+
+`--answer NAME=VALUE` (repeatable, taken by this wrapper) bakes with that answer
+instead of its default.
 
 From a clean clone, with only Python >= 3.11 (and PostgreSQL, `wrk`) on the machine:
 
@@ -12,7 +17,8 @@ From a clean clone, with only Python >= 3.11 (and PostgreSQL, `wrk`) on the mach
 3. installs the generated project into the virtualenv;
 4. runs the generated project's `bench/run.py` with the same arguments (what
    `make bench` runs in a generated project) and exits with its status; with
-   `--features`, runs `bench/features.py` (the per-feature cost table) instead.
+   `--features`, runs `bench/features.py` (the per-feature cost table) instead, and
+   with `--scaling`, `bench/scaling.py` (overload latency, 2 workers against 1).
 
 For the wall-clock mode, `wrk` is needed: as root on Debian it is installed with
 apt-get if missing; failing that, `bench/loadgen.py` (pure Python) drives the load.
@@ -73,15 +79,15 @@ def virtualenv(path: Path) -> tuple[Path, bool]:
     return python, False
 
 
-def bake(python: Path, into: Path) -> Path:
-    """Bake the template with its defaults; return the generated project's directory."""
+def bake(python: Path, into: Path, answers: list[str]) -> Path:
+    """Bake the template with its defaults but `answers`; return the project's directory."""
     cookiecutter = python.parent / "cookiecutter"
     if not cookiecutter.exists():
         pip(python, "cookiecutter>=2.5")
-    say("baking the template with its default answers")
+    say(f"baking the template with its default answers {' '.join(answers)}")
     before = set(into.iterdir())
     subprocess.run(
-        [str(cookiecutter), "--no-input", str(REPO), "--output-dir", str(into)],
+        [str(cookiecutter), "--no-input", str(REPO), "--output-dir", str(into), *answers],
         check=True,
         stdout=subprocess.DEVNULL,
     )
@@ -116,19 +122,41 @@ def load_generator_env() -> dict[str, str]:
     return {"BENCH_LOADGEN": str(HERE / "loadgen.py")}
 
 
+def take_answers(arguments: list[str]) -> list[str]:
+    """Remove the `--answer NAME=VALUE` options from `arguments`; return the answers."""
+    answers = []
+    rest = iter(list(arguments))
+    arguments.clear()
+    for argument in rest:
+        if argument == "--answer":
+            answers.append(next(rest, ""))
+        elif argument.startswith("--answer="):
+            answers.append(argument.removeprefix("--answer="))
+        else:
+            arguments.append(argument)
+    if bad := [answer for answer in answers if "=" not in answer]:
+        msg = f"--answer takes NAME=VALUE, got {bad}"
+        raise SystemExit(msg)
+    return answers
+
+
 def main() -> int:
     """Bake, install and run; see the module docstring."""
     if sys.version_info < MIN_PYTHON:
         say(f"needs Python >= {'.'.join(map(str, MIN_PYTHON))}; this is {sys.version.split()[0]}")
         return 2
     arguments = sys.argv[1:]
+    answers = take_answers(arguments)
     features = "--features" in arguments
-    wall_clock = not features and ("--instructions" not in arguments or "--wall-clock" in arguments)
+    scaling = "--scaling" in arguments
+    wall_clock = scaling or (
+        not features and ("--instructions" not in arguments or "--wall-clock" in arguments)
+    )
     workdir = Path(tempfile.mkdtemp(prefix="chassis-bench-"))
     try:
         reused_venv = os.environ.get("BENCH_VENV")
         python, existed = virtualenv(Path(reused_venv) if reused_venv else workdir / ".venv")
-        project = bake(python, workdir)
+        project = bake(python, workdir, answers)
         say(f"installing {project.name} into the virtualenv")
         pip(python, str(project))
         if existed:
@@ -142,9 +170,10 @@ def main() -> int:
         env = {**os.environ, "BENCH_COMMAND": "python bench/run.py"}
         if wall_clock:
             env |= load_generator_env()
-        if features:
-            arguments.remove("--features")
-            command = [str(HERE / "features.py"), f"--project={project}", *arguments]
+        if features or scaling:
+            arguments.remove("--features" if features else "--scaling")
+            script = HERE / ("features.py" if features else "scaling.py")
+            command = [str(script), f"--project={project}", *arguments]
         else:
             command = [str(project / "bench" / "run.py"), *arguments]
         completed = subprocess.run([str(python), *command], env=env, check=False)

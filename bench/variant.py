@@ -98,6 +98,18 @@ def rate_limiting(app: Any) -> None:  # noqa: ANN401
     ]
 
 
+def jwt_verification(app: Any) -> None:  # noqa: ANN401
+    """No bearer token verification among the admission steps (auth=jwt bakes).
+
+    The token is still sent and its header parsed by nobody; GET routes need no scope,
+    and the rate limiter, with no principal, keys on the client's address instead.
+    """
+    kwargs = _service_middleware(app).kwargs
+    kwargs["admission"] = [
+        step for step in kwargs.get("admission", ()) if type(step).__name__ != "Authenticator"
+    ]
+
+
 def gc_collector(_app: Any) -> None:  # noqa: ANN401
     """CPython's own garbage collection: no freeze, default thresholds, no periodic pass."""
     collector = _module("collector").GarbageCollector
@@ -121,6 +133,7 @@ SWITCHES: dict[str, Callable[[Any], None]] = {
     "shedding_deadline": shedding_and_deadline,
     "database_breaker": database_breaker,
     "rate_limiting": rate_limiting,
+    "jwt_verification": jwt_verification,
     "gc_collector": gc_collector,
     "service_middleware": service_middleware,
 }
