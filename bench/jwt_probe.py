@@ -1,15 +1,18 @@
 """What verifying one bearer token costs PyJWT and `cryptography`, RS256 and ES256 (template only).
 
 Run in the virtualenv of a project baked with `auth=jwt` (PyJWT and cryptography are
-its dependencies). Natively, the least of five runs of 2,000 verifications each:
+its dependencies). First make the keys and tokens (key generation is random work, so it
+stays out of every count), then time each part natively (the least of five runs of
+2,000 verifications):
 
-    python bench/jwt_probe.py time
+    python bench/jwt_probe.py make /tmp/jwt.json
+    python bench/jwt_probe.py time /tmp/jwt.json
 
 Under callgrind, twice with N and M calls (the difference of the two `Collected`
 totals over M - N is the instructions per verification), for one part and algorithm:
 
     valgrind --tool=callgrind --callgrind-out-file=/tmp/j100 \
-        python bench/jwt_probe.py count decode RS256 100
+        python bench/jwt_probe.py count /tmp/jwt.json decode RS256 100
 
 Parts: `decode` is what the service's verifier calls per request (`PyJWT.decode` with
 an already built `PyJWK`, the algorithm, audience, issuer, leeway and required
@@ -24,6 +27,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -31,16 +35,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from jwt.utils import base64url_decode, der_to_raw_signature, raw_to_der_signature
 
+ALGORITHMS = ("RS256", "ES256")
 ISSUER = "http://127.0.0.1:1"
 AUDIENCE = "bench"
 
 
-def _setup(algorithm: str) -> tuple[str, jwt.PyJWK]:
-    private: Any = (
-        rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        if algorithm == "RS256"
-        else ec.generate_private_key(ec.SECP256R1())
-    )
+def _make(path: str) -> None:
+    """Write a token and its public JWK per algorithm to `path`."""
     now = int(time.time())
     claims = {
         "iss": ISSUER,
@@ -48,16 +49,29 @@ def _setup(algorithm: str) -> tuple[str, jwt.PyJWK]:
         "sub": "user-1",
         "iat": now,
         "nbf": now,
-        "exp": now + 3600,
+        "exp": now + 30 * 24 * 3600,
         "scope": "items:read items:write",
     }
-    token = jwt.encode(claims, private, algorithm=algorithm, headers={"kid": "k1"})
-    public = json.loads(jwt.get_algorithm_by_name(algorithm).to_jwk(private.public_key()))
-    return token, jwt.PyJWK(public | {"kid": "k1", "alg": algorithm}, algorithm=algorithm)
+    made = {}
+    for algorithm in ALGORITHMS:
+        private: Any = (
+            rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            if algorithm == "RS256"
+            else ec.generate_private_key(ec.SECP256R1())
+        )
+        token = jwt.encode(claims, private, algorithm=algorithm, headers={"kid": "k1"})
+        public = json.loads(jwt.get_algorithm_by_name(algorithm).to_jwk(private.public_key()))
+        made[algorithm] = {"token": token, "jwk": public | {"kid": "k1", "alg": algorithm}}
+    Path(path).write_text(json.dumps(made))
 
 
-def _part(part: str, algorithm: str) -> Any:  # noqa: ANN401 - a zero-argument callable
-    token, key = _setup(algorithm)
+def _setup(path: str, algorithm: str) -> tuple[str, jwt.PyJWK]:
+    made = json.loads(Path(path).read_text())[algorithm]
+    return made["token"], jwt.PyJWK(made["jwk"], algorithm=algorithm)
+
+
+def _part(path: str, part: str, algorithm: str) -> Any:  # noqa: ANN401 - a callable
+    token, key = _setup(path, algorithm)
     decoder = jwt.PyJWT()
     options: Any = {"require": ["exp", "iss", "aud", "sub"]}
     if part == "claims":
@@ -87,11 +101,14 @@ def _part(part: str, algorithm: str) -> Any:  # noqa: ANN401 - a zero-argument c
 
 
 def main() -> None:
-    """`time`, or `count <part> <algorithm> <calls>`; see the module docstring."""
-    if sys.argv[1] == "time":
-        for algorithm in ("RS256", "ES256"):
+    """`make PATH`, `time PATH` or `count PATH <part> <algorithm> <calls>`; see above."""
+    command, path = sys.argv[1:3]
+    if command == "make":
+        _make(path)
+    elif command == "time":
+        for algorithm in ALGORITHMS:
             for part in ("decode", "signature", "claims"):
-                call = _part(part, algorithm)
+                call = _part(path, part, algorithm)
                 best = float("inf")
                 for _ in range(5):
                     start = time.perf_counter()
@@ -99,11 +116,11 @@ def main() -> None:
                         call()
                     best = min(best, (time.perf_counter() - start) / 2000)
                 sys.stdout.write(f"{algorithm} {part:<10}{best * 1e6:8.1f} us\n")
-        return
-    _, _, part, algorithm, calls = sys.argv
-    call = _part(part, algorithm)
-    for _ in range(50 + int(calls)):
-        call()
+    else:
+        part, algorithm, calls = sys.argv[3:]
+        call = _part(path, part, algorithm)
+        for _ in range(50 + int(calls)):
+            call()
 
 
 if __name__ == "__main__":

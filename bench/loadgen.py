@@ -3,7 +3,8 @@
 A closed-loop HTTP/1.1 client in pure Python: `--connections` keep-alive
 connections over raw asyncio sockets, one request in flight per connection (no
 pipelining), each response read fully (Content-Length or chunked) before the next
-request is sent. Latency is measured from the write of a request to the last byte
+request is sent (with `--honor-retry-after`, a 503's `Retry-After` seconds later, as a
+well-behaved client would). Latency is measured from the write of a request to the last byte
 of its response. It prints one JSON object on stdout:
 `{"requests", "seconds", "rps", "p50_ms", "p99_ms", "non_2xx", "errors", "by_status"}`,
 `by_status` giving each response status's `requests`, `p50_ms` and `p99_ms` (so that
@@ -53,6 +54,7 @@ class _Target:
     random_ids: int
     deadline_ns: int
     headers: str = ""  # extra header lines, each ending in CRLF
+    honor_retry_after: bool = False  # wait as a 503's Retry-After says before the next
 
 
 class _Connection(asyncio.Protocol):
@@ -70,6 +72,7 @@ class _Connection(asyncio.Protocol):
         self._buffer = bytearray()
         self._sent_ns = 0
         self._fixed = self._request(target.path)
+        self._honor_retry_after = target.honor_retry_after
 
     def _request(self, path: str) -> bytes:
         head = f"GET {path} HTTP/1.1\r\nHost: {self._host}\r\nUser-Agent: loadgen\r\n"
@@ -103,13 +106,18 @@ class _Connection(asyncio.Protocol):
             if consumed == 0:
                 return
             now = time.perf_counter_ns()
+            wait = _retry_after(self._buffer[:consumed]) if self._honor_retry_after else 0.0
             del self._buffer[:consumed]
             self._stats.latencies_ns.append(now - self._sent_ns)
             self._stats.by_status.setdefault(status, []).append(now - self._sent_ns)
             if not 200 <= status < 300:
                 self._stats.non_2xx += 1
-            if now >= self._deadline_ns:
+            if now + wait * 1e9 >= self._deadline_ns:
                 self._finish()
+                return
+            if wait:
+                # One request in flight per connection: nothing else arrives meanwhile.
+                asyncio.get_running_loop().call_later(wait, self._send)
                 return
             self._send()
 
@@ -156,6 +164,19 @@ def _parse_response(buffer: bytearray) -> tuple[int, int]:
     return body_start, status
 
 
+def _retry_after(response: bytearray) -> float:
+    """Seconds a 503's `Retry-After` asks for (delay-seconds form only), else 0."""
+    head = bytes(response[: response.find(HEADER_END)]).lower()
+    if not head.startswith((b"http/1.1 503", b"http/1.0 503")):
+        return 0.0
+    marker = head.find(b"\r\nretry-after:")
+    if marker < 0:
+        return 0.0
+    line_end = head.find(b"\r\n", marker + 2)
+    value = head[marker + 14 : line_end if line_end >= 0 else len(head)].strip()
+    return float(value) if value.isdigit() else 0.0
+
+
 def _percentile(sorted_values: list[int], fraction: float) -> float:
     if not sorted_values:
         return 0.0
@@ -163,13 +184,14 @@ def _percentile(sorted_values: list[int], fraction: float) -> float:
     return sorted_values[index] / 1e6
 
 
-async def run(
+async def run(  # noqa: PLR0913 - keyword-only options
     url: str,
     *,
     connections: int,
     duration: float,
     random_ids: int,
     headers: tuple[str, ...] = (),
+    honor_retry_after: bool = False,
 ) -> dict[str, Any]:
     """Drive `url` with `connections` keep-alive connections for `duration` seconds."""
     parts = urlsplit(url)
@@ -181,7 +203,7 @@ async def run(
     start_ns = time.perf_counter_ns()
     deadline_ns = start_ns + int(duration * 1e9)
     extra = "".join(f"{header}\r\n" for header in headers)
-    target = _Target(f"{host}:{port}", path, random_ids, deadline_ns, extra)
+    target = _Target(f"{host}:{port}", path, random_ids, deadline_ns, extra, honor_retry_after)
     waiters: list[asyncio.Future[None]] = []
     for _ in range(connections):
         done: asyncio.Future[None] = loop.create_future()
@@ -243,6 +265,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--header", action="append", default=[], help="'Name: value' sent with every request"
     )
+    parser.add_argument(
+        "--honor-retry-after",
+        action="store_true",
+        help="after a 503 with Retry-After, wait that long before the connection's next request",
+    )
     args = parser.parse_args(argv)
     result = _run_fast(
         run(
@@ -251,6 +278,7 @@ def main(argv: list[str] | None = None) -> None:
             duration=args.duration,
             random_ids=args.random_ids,
             headers=tuple(args.header),
+            honor_retry_after=args.honor_retry_after,
         )
     )
     sys.stdout.write(json.dumps(result) + "\n")

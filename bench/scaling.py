@@ -10,7 +10,10 @@ measures the service in two ways, each in `--rounds` alternated rounds:
 - overload: one worker with `limits.max_in_flight` set to `--limit` (8), driven on
   `GET /items/{id}` by `--limit` x 10 keep-alive connections of `bench/loadgen.py`,
   which reports latency by response status, so that requests admitted (200) and shed
-  (503 + `Retry-After`) are told apart. Service on CPU 0, load on CPU 1.
+  (503 + `Retry-After`) are told apart. Two kinds of client, alternated: one that
+  sends its next request as soon as a 503 arrives (the worst case: the server spends
+  its time refusing), and one that waits the `Retry-After` (1 s) first. Service on
+  CPU 0, load on CPU 1.
 - workers: `WORKERS=1` and `WORKERS=2` side by side, `wrk` (64 connections) on
   `/health/live` and `GET /items/{id}`, alternated 1, 2, 1, 2, ...; nothing pinned,
   since a second worker needs the second core (shared with the load, PostgreSQL and
@@ -35,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+# How the overload's clients treat a 503: at once again, or after its Retry-After.
+CLIENTS = ("no wait", "Retry-After")
 
 
 def _say(message: str) -> None:
@@ -91,15 +96,17 @@ def main() -> int:  # noqa: C901, PLR0912, PLR0915 - one linear script
         server.pids = harness._process_tree(process.pid)  # noqa: SLF001
         return server
 
-    def overload(server: Any, connections: int, seconds: int) -> dict[str, Any]:  # noqa: ANN401
+    def overload(server: Any, seconds: int, *, backoff: bool) -> dict[str, Any]:  # noqa: ANN401
         headers = [f"--header={k}: {v}" for k, v in harness.AUTH_HEADERS.items()]
+        if backoff:
+            headers.append("--honor-retry-after")
         completed = subprocess.run(
             [
                 *harness._taskset("1"),  # noqa: SLF001
                 sys.executable,
                 str(HERE / "loadgen.py"),
                 f"--url=http://{harness.HOST}:{server.port}/items/",
-                f"--connections={connections}",
+                f"--connections={args.limit * 10}",
                 f"--duration={seconds}",
                 f"--random-ids={args.items}",
                 *headers,
@@ -126,43 +133,47 @@ def main() -> int:  # noqa: C901, PLR0912, PLR0915 - one linear script
             if harness.IDENTITY_PROVIDER.exists():
                 harness._authenticate(stack)  # noqa: SLF001
             if "overload" in parts:
-                connections = args.limit * 10
                 server = start("overload", {f"{prefix}LIMITS__MAX_IN_FLIGHT": str(args.limit)}, "0")
+                runs: list[tuple[int, str, dict[str, Any]]] = []
                 try:
-                    overload(server, connections, 3)  # warm-up
-                    runs = []
+                    overload(server, 3, backoff=False)  # warm-up
                     for number in range(1, args.rounds + 1):
-                        result = overload(server, connections, args.duration)
-                        runs.append(result)
-                        statuses = ", ".join(
-                            f"{status}: {v['requests']} p50 {v['p50_ms']:.1f} "
-                            f"p99 {v['p99_ms']:.1f} ms"
-                            for status, v in result["by_status"].items()
-                        )
-                        _say(f"overload round {number}: {result['rps']:,.0f} req/s; {statuses}")
+                        for client in CLIENTS:
+                            result = overload(server, args.duration, backoff=client != "no wait")
+                            runs.append((number, client, result))
+                            statuses = ", ".join(
+                                f"{status}: {v['requests']} p50 {v['p50_ms']:.1f} "
+                                f"p99 {v['p99_ms']:.1f} ms"
+                                for status, v in result["by_status"].items()
+                            )
+                            rps = result["rps"]
+                            _say(f"overload {number} {client}: {rps:,.0f} req/s; {statuses}")
                 finally:
                     harness._stop(server)  # noqa: SLF001
                 report["overload"] = {
                     "max_in_flight": args.limit,
-                    "connections": connections,
+                    "connections": args.limit * 10,
                     "load_generator": "bench/loadgen.py",
-                    "runs": runs,
+                    "runs": [
+                        {"round": number, "client": client, **result}
+                        for number, client, result in runs
+                    ],
                 }
                 lines.append(
                     f"overload: GET /items/{{id}}, max_in_flight {args.limit}, "
-                    f"{connections} connections, {args.duration}s x {args.rounds} "
+                    f"{args.limit * 10} connections, {args.duration}s x {args.rounds} "
                     "(bench/loadgen.py; service CPU 0, load CPU 1)"
                 )
                 lines.append(
-                    f"{'round':<7}{'req/s':>8}{'admitted':>10}{'p50 ms':>8}{'p99 ms':>8}"
-                    f"{'shed 503':>10}{'p50 ms':>8}{'p99 ms':>8}{'other':>7}"
+                    f"{'round':<7}{'client':<18}{'req/s':>8}{'admitted':>10}{'p50 ms':>8}"
+                    f"{'p99 ms':>8}{'shed 503':>10}{'p50 ms':>8}{'p99 ms':>8}{'other':>7}"
                 )
-                for number, run in enumerate(runs, 1):
+                for number, client, run in runs:
                     ok = run["by_status"].get("200", {"requests": 0, "p50_ms": 0, "p99_ms": 0})
                     shed = run["by_status"].get("503", {"requests": 0, "p50_ms": 0, "p99_ms": 0})
                     other = run["requests"] - ok["requests"] - shed["requests"] + run["errors"]
                     lines.append(
-                        f"{number:<7}{run['rps']:>8,.0f}{ok['requests']:>10,}"
+                        f"{number:<7}{client:<18}{run['rps']:>8,.0f}{ok['requests']:>10,}"
                         f"{ok['p50_ms']:>8.2f}{ok['p99_ms']:>8.2f}{shed['requests']:>10,}"
                         f"{shed['p50_ms']:>8.2f}{shed['p99_ms']:>8.2f}{other:>7}"
                     )
