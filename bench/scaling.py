@@ -231,14 +231,14 @@ def main() -> int:  # noqa: C901, PLR0912, PLR0915 - one linear script
                     f"workers: {generator.version}, -c{args.connections}, "
                     f"{args.duration}s x {args.rounds} alternated rounds, nothing pinned"
                 )
-                lines.append(f"{'route':<16}{'1 worker':>24}{'2 workers':>24}{'ratio 2/1':>20}")
+                lines.append(f"{'route':<16}{'1 worker':>28}{'2 workers':>28}{'ratio 2/1':>24}")
                 for route, path in harness.ROUTES.items():
                     one, two = samples[route][1], samples[route][2]
                     ratios = (b.rps / a.rps for a, b in zip(one, two, strict=True))
                     lines.append(
-                        f"{path:<16}{' / '.join(f'{s.rps:,.0f}' for s in one):>24}"
-                        f"{' / '.join(f'{s.rps:,.0f}' for s in two):>24}"
-                        f"{' / '.join(f'{ratio:.2f}' for ratio in ratios):>20}"
+                        f"{path:<16}{' / '.join(f'{s.rps:,.0f}' for s in one):>28}"
+                        f"{' / '.join(f'{s.rps:,.0f}' for s in two):>28}"
+                        f"{' / '.join(f'{ratio:.2f}' for ratio in ratios):>24}"
                     )
     finally:
         asyncio.run(harness._drop_database(admin_dsn, database))  # noqa: SLF001
