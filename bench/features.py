@@ -75,6 +75,7 @@ FEATURES = [
     ),
     Feature("metrics", off=("metrics",)),
     Feature("shedding + deadline", off=("shedding_deadline",)),
+    Feature("request body limit", off=("body_limit",)),
     Feature("database breaker", off=("database_breaker",)),
     Feature(
         "rate limiting (one Redis round trip)",

@@ -83,6 +83,11 @@ def shedding_and_deadline(app: Any) -> None:  # noqa: ANN401
     kwargs["timeout"] = 0.0
 
 
+def body_limit(app: Any) -> None:  # noqa: ANN401
+    """No request body limit: the app reads `receive` unwrapped."""
+    _service_middleware(app).kwargs["max_body_bytes"] = 0
+
+
 def database_breaker(_app: Any) -> None:  # noqa: ANN401
     """The database breaker admits and records nothing."""
     breaker = _module("resilience").CircuitBreaker
@@ -131,6 +136,7 @@ SWITCHES: dict[str, Callable[[Any], None]] = {
     "trace_propagation": trace_propagation,
     "metrics": metrics,
     "shedding_deadline": shedding_and_deadline,
+    "body_limit": body_limit,
     "database_breaker": database_breaker,
     "rate_limiting": rate_limiting,
     "jwt_verification": jwt_verification,
