@@ -4,7 +4,7 @@
 
 The wrapper `bench/run.py` bakes the defaults and runs this file with the baked
 project's interpreter and `--project <dir>`. It reuses the generated project's own
-harness (`bench/run.py` for the database, `bench/instructions.py` for the counting),
+harness (`bench/servers.py` for the database, `bench/instructions.py` for the counting),
 and runs, one after the other, each under valgrind with the same requests:
 
 - the service as shipped (the baseline),
@@ -21,7 +21,6 @@ of its own (a POST, say) goes into `ROUTES`.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import datetime as dt
 import http.client
@@ -30,7 +29,6 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -196,20 +194,22 @@ def _routes(instructions: Any, names: set[str]) -> dict[str, Any]:  # noqa: ANN4
 
 
 @contextlib.contextmanager
-def _identity_provider(harness: Any) -> Iterator[bool]:  # noqa: ANN401
+def _identity_provider(servers: Any) -> Iterator[bool]:  # noqa: ANN401
     """With auth=jwt, the tests' identity provider: a JWKS over HTTP on 127.0.0.1.
 
-    The service fetches its keys from it (`harness.AUTH_ENV`, which the harness adds to
-    every server's environment) and every request carries a token it signed, RS256 or
-    ES256 (`TOKENS`), valid for the whole run, with both scopes of the example API.
+    The service fetches its keys from it (`servers.EXTRA_ENV`, which the generated
+    harness adds to every server's environment) and every request carries a token it
+    signed, RS256 or ES256 (`TOKENS`), valid for the whole run, with both scopes of the
+    example API. (`servers.authenticate` signs one RS256 token only.)
     """
-    if not harness.IDENTITY_PROVIDER.exists():
+    if not servers.HAS_AUTH:
         yield False
         return
-    sys.path.insert(0, str(harness.PROJECT))
+    sys.path.insert(0, str(servers.PROJECT))
     module = importlib.import_module("tests.identity_provider")
     with module.IdentityProvider() as provider:
-        harness.AUTH_ENV.update(provider.env())
+        env = provider.env()
+        servers.EXTRA_ENV.update(env)
         for key in (provider.rsa, provider.ec):
             TOKENS[key.algorithm] = provider.token(
                 key=key, lifetime=24 * 3600, scope="items:read items:write"
@@ -218,7 +218,8 @@ def _identity_provider(harness: Any) -> Iterator[bool]:  # noqa: ANN401
         try:
             yield True
         finally:
-            harness.AUTH_ENV.clear()
+            for name in env:
+                servers.EXTRA_ENV.pop(name, None)
             TOKENS.clear()
 
 
@@ -255,7 +256,13 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_per_request(instructions: Any, launch: Any, route: Any, requests: int) -> float:  # noqa: ANN401
+def _cpu_per_request(
+    instructions: Any,  # noqa: ANN401 - the baked project's modules, imported at run time
+    servers: Any,  # noqa: ANN401
+    launch: Any,  # noqa: ANN401
+    route: Any,  # noqa: ANN401
+    requests: int,
+) -> float:
     """Microseconds of CPU (user + kernel) per request, natively (no valgrind).
 
     The kernel's side of a Redis round trip (two socket calls) is in this figure and not
@@ -264,24 +271,17 @@ def _cpu_per_request(instructions: Any, launch: Any, route: Any, requests: int) 
     loads the machine (+-30 % here): a rough figure next to the instruction count.
     """
     log = Path(tempfile.mkstemp(prefix="bench-cpu-", suffix=".log")[1])
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            launch.argv,
-            cwd=launch.cwd,
-            env=launch.env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
+    process = servers.start(launch, log)
     try:
-        instructions._wait_ready(process, launch.port, log, timeout=60)  # noqa: SLF001
-        connection = http.client.HTTPConnection(instructions.HOST, launch.port, timeout=30)
-        instructions._send(connection, route, 1, 300)  # noqa: SLF001
+        servers.wait_ready(process, launch.port, log, timeout=60)
+        connection = http.client.HTTPConnection(servers.HOST, launch.port, timeout=30)
+        instructions.send(connection, route, 1, 300)
         before = _cpu_seconds(process.pid)
-        instructions._send(connection, route, 301, requests)  # noqa: SLF001
+        instructions.send(connection, route, 301, requests)
         after = _cpu_seconds(process.pid)
         connection.close()
     finally:
-        instructions._stop(process)  # noqa: SLF001
+        servers.stop(process)
         log.unlink()
     return (after - before) / requests * 1e6
 
@@ -291,39 +291,35 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
     args = _arguments()
     sys.path.insert(0, str(args.project / "bench"))
     import instructions  # noqa: PLC0415 - the baked project's harness
-    import run as harness  # noqa: PLC0415
+    import servers  # noqa: PLC0415
 
     features = FEATURES
     if args.only:
         wanted = [word.strip().lower() for word in args.only.split(",")]
         features = [f for f in FEATURES if any(f.label.lower().startswith(w) for w in wanted)]
-    if not harness.HAS_REDIS:
+    if not servers.HAS_REDIS:
         features = [f for f in features if f.needs != "redis"]
-    if not harness.IDENTITY_PROVIDER.exists():
+    if not servers.HAS_AUTH:
         features = [f for f in features if f.needs != "jwt"]
     sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
-    admin_dsn = os.environ.get("DATABASE_URL", harness.DEFAULT_DSN)
-    database = f"bench_{secrets.token_hex(4)}"
-    dsn = harness._with_database(admin_dsn, database)  # noqa: SLF001
     workdir = Path(tempfile.mkdtemp(prefix="bench-features-"))
     # The CPU column's servers read ids up to 300 (warm-up) + `--cpu-requests`.
     items = max(args.warmup_requests + args.requests, 300 + args.cpu_requests)
-    asyncio.run(harness._create_database(admin_dsn, database))  # noqa: SLF001
 
     def launch(name: str, env: dict[str, str], off: tuple[str, ...] = ()) -> Any:  # noqa: ANN401
         """The service (a variant of it) as `bench/variant.py` serves it."""
-        base = harness._launch("generated", dsn, pool, workdir)  # noqa: SLF001
+        base = servers.launch("generated", dsn, pool, workdir)
         base.env.update(
             {key: value.format(sink_port=sink.server_port) for key, value in env.items()}
         )
-        base.env.update({"BENCH_PACKAGE": harness.PACKAGE, "BENCH_OFF": ",".join(off)})
+        base.env.update({"BENCH_PACKAGE": servers.PACKAGE, "BENCH_OFF": ",".join(off)})
         argv = [base.argv[0], str(HERE / "variant.py")]
-        return instructions.Launch(name, argv, base.env, base.cwd, base.port)
+        return servers.Launch(name, argv, base.env, base.cwd, base.port)
 
     def count(name: str, server: Any, names: set[str]) -> dict[str, Any]:  # noqa: ANN401
         """Instructions per request (and per wall second) of `server`, by route."""
-        counted = instructions.count(
+        counted: dict[str, Any] = instructions.count(
             server,
             _routes(instructions, names),
             requests=args.requests,
@@ -337,14 +333,23 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
         """The least of two native runs: other load only ever adds CPU time."""
         return min(
             _cpu_per_request(
-                instructions, server, _routes(instructions, {route})[route], args.cpu_requests
+                instructions,
+                servers,
+                server,
+                _routes(instructions, {route})[route],
+                args.cpu_requests,
             )
             for _ in range(2)
         )
 
     try:
-        with harness.redis_server(), _identity_provider(harness):
-            pool = harness.prepare_database(dsn, items, workdir)
+        # The identity provider before the database: the migration reads the settings,
+        # which with auth=jwt require the provider's.
+        with (
+            servers.redis(),
+            _identity_provider(servers),
+            servers.database(items, workdir) as (dsn, pool),
+        ):
             wanted_routes = (
                 {"items_get"}
                 | {f.route for f in features}
@@ -352,7 +357,7 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
             )
             baseline_counts = count("baseline", launch("baseline", {}), wanted_routes)
             baseline = {route: value.per_request for route, value in baseline_counts.items()}
-            fastapi_launch = harness._launch("fastapi", dsn, pool, workdir)  # noqa: SLF001
+            fastapi_launch = servers.launch("fastapi", dsn, pool, workdir)
             fastapi = {
                 route: value.per_request
                 for route, value in count("fastapi", fastapi_launch, {"items_get"}).items()
@@ -401,7 +406,6 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
             route_cpu = {"items_get": cpu(launch("cpu", {}), "items_get")}
     finally:
         sink.shutdown()
-        asyncio.run(harness._drop_database(admin_dsn, database))  # noqa: SLF001
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     report = {
@@ -410,7 +414,7 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
         "requests": args.requests,
         "warmup_requests": args.warmup_requests,
         "cpu_requests": args.cpu_requests,
-        "redis": bool(harness.REDIS_ENV) or harness.HAS_REDIS,
+        "redis": servers.HAS_REDIS,
         "baseline": baseline,
         "baseline_cpu_us": route_cpu,
         "fastapi": fastapi,

@@ -1,22 +1,27 @@
-"""Fallback HTTP load generator, used by `bench/run.py` only when `wrk` is absent.
+"""A pure-Python stand-in for `wrk`, used by the template's benchmark where wrk is absent.
 
-A closed-loop HTTP/1.1 client in pure Python: `--connections` keep-alive
-connections over raw asyncio sockets, one request in flight per connection (no
-pipelining), each response read fully (Content-Length or chunked) before the next
-request is sent (with `--honor-retry-after`, a 503's `Retry-After` seconds later, as a
-well-behaved client would). Latency is measured from the write of a request to the last byte
-of its response. It prints one JSON object on stdout:
+`bench/run.py` puts a `wrk` on PATH that runs this file, so that the generated
+project's benchmark (which knows only wrk) and `bench/outage.py` run unchanged. It
+takes the options they use: `-c N`, `-d Ns`, `-H 'Name: value'`, `-s SCRIPT`,
+`--latency`, `--version`, and a URL (`-t` is accepted and ignored: one thread). Of a
+script it reads only `local ids = N`: with N > 0, every request asks for a random id
+1..N in place of the URL's last path segment, as the generated bench's script does.
+It prints the `BENCH_RESULT` line that script's `done` prints, and wrk's summary lines
+(requests, non-2xx responses, 50 % and 99 % latency).
+
+Two options of its own, for `bench/scaling.py`: `--honor-retry-after` (after a 503
+with `Retry-After`, the connection waits that many seconds before its next request, as
+a well-behaved client would), and `--json`, which prints one JSON object instead:
 `{"requests", "seconds", "rps", "p50_ms", "p99_ms", "non_2xx", "errors", "by_status"}`,
 `by_status` giving each response status's `requests`, `p50_ms` and `p99_ms` (so that
-answers shed with 503 and admitted ones can be told apart, `bench/scaling.py`).
+answers shed with 503 and admitted ones can be told apart).
 
-One Python process saturates one CPU well below what `wrk` reaches (roughly
-15-25k requests/s on a current core), so a server faster than that measures the
-generator instead. Ratios between servers that are well below that ceiling remain
-meaningful; the report names the generator used. Install `wrk` for real numbers.
-
-    python bench/loadgen.py --url http://127.0.0.1:8000/items/ --random-ids 10000 \
-        --connections 64 --duration 10
+A closed-loop HTTP/1.1 client: `-c` keep-alive connections over raw asyncio sockets,
+one request in flight per connection, each response read fully (Content-Length or
+chunked) before the next is sent; latency from the write of a request to the last byte
+of its response. One Python process saturates one CPU well below what `wrk` reaches
+(roughly 15-25k requests/s on a current core), so a server faster than that measures
+the generator instead; the report names the generator. Install `wrk` for real numbers.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ import asyncio
 import contextlib
 import json
 import random
+import re
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -251,37 +258,54 @@ def _run_fast(main: Coroutine[Any, Any, _T]) -> _T:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: see the module docstring."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True, help="http://host:port/path")
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds")
-    parser.add_argument(
-        "--random-ids",
-        type=int,
-        default=0,
-        help="append a random integer 1..N to the URL path on every request",
-    )
-    parser.add_argument(
-        "--header", action="append", default=[], help="'Name: value' sent with every request"
-    )
+    """Command line: wrk's, as far as the benchmarks use it (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="wrk (bench/loadgen.py)")
+    parser.add_argument("-t", "--threads", help="ignored: one thread")
+    parser.add_argument("-c", "--connections", type=int, default=10)
+    parser.add_argument("-d", "--duration", default="10s", help="seconds, e.g. 10s")
+    parser.add_argument("-H", "--header", action="append", default=[], help="'Name: value'")
+    parser.add_argument("-s", "--script", type=Path, help="a Lua script; `local ids = N` is read")
+    parser.add_argument("--latency", action="store_true", help="always on")
+    parser.add_argument("--version", action="store_true")
     parser.add_argument(
         "--honor-retry-after",
         action="store_true",
         help="after a 503 with Retry-After, wait that long before the connection's next request",
     )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+    parser.add_argument("url", nargs="?")
     args = parser.parse_args(argv)
+    if args.version or args.url is None:
+        sys.stdout.write("bench/loadgen.py (pure Python, standing in for wrk)\n")
+        return
+    script = args.script.read_text() if args.script else ""
+    found = re.search(r"^local ids = (\d+)", script, re.MULTILINE)
+    ids = int(found.group(1)) if found else 0
+    url = args.url.rsplit("/", 1)[0] + "/" if ids else args.url
+    duration = float(args.duration.removesuffix("s"))
     result = _run_fast(
         run(
-            args.url,
+            url,
             connections=args.connections,
-            duration=args.duration,
-            random_ids=args.random_ids,
+            duration=duration,
+            random_ids=ids,
             headers=tuple(args.header),
             honor_retry_after=args.honor_retry_after,
         )
     )
-    sys.stdout.write(json.dumps(result) + "\n")
+    if args.json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    requests, non_2xx, errors = result["requests"], result["non_2xx"], result["errors"]
+    p50_us, p99_us = result["p50_ms"] * 1000, result["p99_ms"] * 1000
+    micros = result["seconds"] * 1e6
+    sys.stdout.write(
+        f"  {requests} requests in {result['seconds']:.2f}s\n"
+        f"  Non-2xx or 3xx responses: {non_2xx}\n"
+        f"     50%  {result['p50_ms']:.3f}ms\n"
+        f"     99%  {result['p99_ms']:.3f}ms\n"
+        f"BENCH_RESULT {requests} {micros:.0f} {non_2xx} {errors} {p50_us:.1f} {p99_us:.1f}\n"
+    )
 
 
 if __name__ == "__main__":

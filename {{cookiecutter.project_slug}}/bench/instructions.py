@@ -2,38 +2,26 @@
 
 Requests per second swing 20-60 % on a shared machine; the instructions a server
 executes for the same requests do not depend on what else runs, so a difference of a
-few per cent between two servers shows up the same in every run. Used by
-`bench/run.py --instructions`:
+few per cent shows up the same in every run. `count`:
 
-1. the server is started directly under `valgrind --tool=callgrind --instr-atstart=no`
-   (directly: valgrind does not follow an `exec` through `env` or a shell), so start-up
-   costs nothing and is not counted;
-2. this process, the client, sends `warmup` sequential keep-alive requests, uncounted
-   (caches, prepared statements, lazily built objects);
-3. `requests` more requests in `blocks` blocks, each between `callgrind_control -i on`
-   and `-i off`, after which `callgrind_control -d` writes the block's count to a file
-   and zeroes it. One server process measures several routes in turn.
+1. starts the server directly under `valgrind --tool=callgrind --instr-atstart=no`
+   (valgrind does not follow an `exec` through a shell), so start-up is not counted;
+2. sends `warmup` sequential keep-alive requests, uncounted;
+3. sends `requests` more in `blocks` blocks, each counted between `callgrind_control
+   -i on` and `-i off`, then dumped (`-d`, which also zeroes the count).
 
-What a block counts is the requests' own work plus work that runs per second of wall
-time: timers and periodic tasks (uvicorn's 0.1 s tick, the loop-lag sample, a log
-batch's flush, the deadlines' tick). Under valgrind a request takes 50 times longer
-than natively, and longer still when other work loads the machine, so that second
-part would grow with the load (+7 % per request with a load average of 11 on two
-cores) where a busy server amortises it to nothing. So every other block waits
-`pause` seconds between its requests, and a least-squares line through the blocks'
-(seconds per request, instructions per request) gives, where it meets zero seconds,
-the instructions a request costs by itself; its slope, the instructions per second of
-wall time, is reported next to it.
+A block also counts the work done per second of wall time (uvicorn's tick, periodic
+tasks), which under valgrind (~50 times slower) grows with the machine's load where a
+busy server amortises it to nothing. So every other block waits `pause` seconds between
+requests, and a line through the blocks' (seconds, instructions) per request gives,
+at zero seconds, what a request costs by itself; its slope is reported next to it.
 
-Counted: every instruction of the server process in user space, all its threads
-(the event loop, an exporter's thread), between the toggles. Not counted: the client,
-PostgreSQL, and the kernel's side of system calls (a `write` or `getpid` costs the
-same instruction or two here whatever the kernel spends on it).
+Counted: the server process in user space, all its threads. Not counted: the client,
+PostgreSQL, the kernel's side of system calls.
 """
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import re
 import shutil
@@ -44,10 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from servers import HOST, Launch, start, stop, wait_ready
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-HOST = "127.0.0.1"
 TOTALS = re.compile(rb"^totals:\s+(\d+)", re.MULTILINE)
 
 
@@ -63,14 +52,11 @@ class Route:
 
 
 @dataclass(frozen=True)
-class Launch:
-    """How to start one server: its command, environment and port."""
+class Count:
+    """A route's instructions per request by itself, and per second of wall time."""
 
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    cwd: Path
-    port: int
+    per_request: float
+    per_second: float
 
 
 def valgrind_available() -> str | None:
@@ -81,33 +67,7 @@ def valgrind_available() -> str | None:
     return None
 
 
-def _control(pid: int, *args: str) -> None:
-    """Send `callgrind_control` a command and wait until the server has carried it out."""
-    subprocess.run(
-        ["callgrind_control", *args, str(pid)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=120,
-    )
-
-
-def _wait_ready(process: subprocess.Popen[bytes], port: int, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            connection = http.client.HTTPConnection(HOST, port, timeout=5)
-            connection.request("GET", "/health/live")
-            if connection.getresponse().status == 200:
-                connection.close()
-                return
-        time.sleep(0.25)
-    tail = log.read_text(errors="replace")[-4000:]
-    msg = f"{log.stem} did not become ready under valgrind on port {port}; log tail:\n{tail}"
-    raise RuntimeError(msg)
-
-
-def _send(
+def send(
     connection: http.client.HTTPConnection, route: Route, first: int, count: int, wait: float = 0
 ) -> None:
     """`count` sequential requests on one keep-alive connection; each must succeed."""
@@ -125,29 +85,24 @@ def _send(
             raise RuntimeError(msg)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def _control(pid: int, *args: str) -> None:
+    """Send `callgrind_control` a command; it returns once the server has carried it out."""
+    subprocess.run(
+        ["callgrind_control", *args, str(pid)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=120,
+    )
 
 
-@dataclass(frozen=True)
-class Count:
-    """A route's instructions per request by itself, and per second of wall time."""
-
-    per_request: float
-    per_second: float
-
-
-def _block(pid: int, dump: Path, send: Callable[[], None], requests: int) -> tuple[float, float]:
+def _block(
+    pid: int, dump: Path, requests: int, send_all: Callable[[], None]
+) -> tuple[float, float]:
     """Count one block: (seconds, instructions) per request."""
     _control(pid, "--instr=on")
     started = time.perf_counter()
-    send()
+    send_all()
     seconds = time.perf_counter() - started
     _control(pid, "--instr=off")
     _control(pid, "--dump")
@@ -159,7 +114,7 @@ def _block(pid: int, dump: Path, send: Callable[[], None], requests: int) -> tup
 
 
 def count(  # noqa: PLR0913 - keyword-only
-    launch: Launch,
+    server: Launch,
     routes: dict[str, Route],
     *,
     requests: int,
@@ -168,43 +123,28 @@ def count(  # noqa: PLR0913 - keyword-only
     blocks: int = 6,
     pause: float = 0.02,
 ) -> dict[str, Count]:
-    """Count `launch`'s server on each of `routes`, in one process (see the module doc)."""
-    out = workdir / f"{launch.name}.callgrind"
-    log = workdir / f"{launch.name}.instructions.log"
-    argv = [
-        "valgrind",
-        "--tool=callgrind",
-        "--instr-atstart=no",
-        f"--callgrind-out-file={out}",
-        *launch.argv,
-    ]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            argv,
-            cwd=launch.cwd,
-            env=launch.env,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
+    """Count `server` on each of `routes` in turn, in one process (see the module doc)."""
+    out = workdir / f"{server.name}.callgrind"
+    log = workdir / f"{server.name}.instructions.log"
+    valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+    process = start(server, log, valgrind)
     counts: dict[str, Count] = {}
-    dumps = 0
+    dumps = 0  # callgrind writes dump N to `out`.N
     size = max(1, requests // blocks)
     try:
-        _wait_ready(process, launch.port, log, timeout=600)
-        connection = http.client.HTTPConnection(HOST, launch.port, timeout=120)
+        wait_ready(process, server.port, log, timeout=600)
+        connection = http.client.HTTPConnection(HOST, server.port, timeout=120)
         for name, route in routes.items():
-            _send(connection, route, 1, warmup)
+            send(connection, route, 1, warmup)
             points = []
             for block in range(blocks):
-                first = warmup + 1 + block * size
-                wait = pause * (block % 2)
+                first, wait = warmup + 1 + block * size, pause * (block % 2)
 
-                def send(first: int = first, wait: float = wait) -> None:
-                    _send(connection, route, first, size, wait)  # noqa: B023 - used at once
+                def send_block(first: int = first, wait: float = wait) -> None:
+                    send(connection, route, first, size, wait)  # noqa: B023 - used at once
 
                 dumps += 1
-                points.append(_block(process.pid, Path(f"{out}.{dumps}"), send, size))
+                points.append(_block(process.pid, Path(f"{out}.{dumps}"), size, send_block))
             slope, intercept = statistics.linear_regression(*zip(*points, strict=True))
             if intercept <= 0:
                 # Too few or too noisy blocks for a line (a smoke run of a few requests on
@@ -213,5 +153,5 @@ def count(  # noqa: PLR0913 - keyword-only
             counts[name] = Count(per_request=intercept, per_second=slope)
         connection.close()
     finally:
-        _stop(process)
+        stop(process)
     return counts

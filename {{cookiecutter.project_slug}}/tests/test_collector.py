@@ -23,21 +23,19 @@ class Node:
 
 async def test_cycles_are_collected_while_idle() -> None:
     thresholds = gc.get_threshold()
-    collector = GarbageCollector(interval=0.1)
-    collector.start()
     try:
-        assert gc.get_threshold()[0] == YOUNG_THRESHOLD
-        node = Node()
-        garbage = weakref.ref(node)
-        del node
-        # Nothing allocates meanwhile: only the periodic collection can free it.
-        for _ in range(40):
-            if garbage() is None:
-                break
-            await asyncio.sleep(0.05)
-        assert garbage() is None
+        async with GarbageCollector(interval=0.1).running():
+            assert gc.get_threshold()[0] == YOUNG_THRESHOLD
+            node = Node()
+            garbage = weakref.ref(node)
+            del node
+            # Nothing allocates meanwhile: only the periodic collection can free it.
+            for _ in range(40):
+                if garbage() is None:
+                    break
+                await asyncio.sleep(0.05)
+            assert garbage() is None
     finally:
-        await collector.stop()
         gc.set_threshold(*thresholds)
 
 

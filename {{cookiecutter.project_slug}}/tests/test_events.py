@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from {{ cookiecutter.package_name }}.app import create_worker
 from {{ cookiecutter.package_name }}.items.events import HANDLERS
-from {{ cookiecutter.package_name }}.messaging.broker import open_broker
+from {{ cookiecutter.package_name }}.messaging.broker_lifespan import open_broker
 from {{ cookiecutter.package_name }}.messaging.consumer import Consumer
 from {{ cookiecutter.package_name }}.messaging.envelope import MESSAGE_ID, MESSAGE_TIME, MESSAGE_TYPE, Message
 from tests.conftest import make_settings, serving

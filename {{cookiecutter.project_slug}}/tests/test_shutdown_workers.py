@@ -19,6 +19,8 @@ import pytest
 from tests.service_process import running_service
 
 DRAIN_SECONDS = 1.0
+# Well within the second and a half the server waits for a connection's first request.
+LATE_REQUEST_SECONDS = 0.4
 REQUEST = b"GET /health/live HTTP/1.1\r\nHost: service\r\nConnection: close\r\n\r\n"
 
 
@@ -84,3 +86,25 @@ def test_stopping_under_load_resets_no_accepted_connection(database_url: str, wo
     assert after_signal["refused"] > 0, after_signal  # kept going past the exit
     assert after_signal["accepted then reset"] == 0, after_signal
     assert set(after_signal) <= {"answered", "refused", "connect timeout"}, after_signal
+
+
+def test_a_request_sent_late_on_a_connection_accepted_before_the_signal_is_answered(
+    database_url: str,
+) -> None:
+    # A busy client connects, then takes a moment to send its request: the server was
+    # told to stop meanwhile, and must not close the connection it accepted unanswered.
+    with running_service(database_url, shutdown__drain_seconds="0") as service:
+        parts = urlsplit(service.url)
+        address = (parts.hostname or "127.0.0.1", parts.port or 80)
+        with socket.create_connection(address, timeout=10) as sock:
+            time.sleep(0.2)  # accepted by the server by now
+            os.kill(service.process.pid, signal.SIGTERM)
+            time.sleep(LATE_REQUEST_SECONDS)
+            sock.sendall(REQUEST)
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+        exit_code = service.process.wait(timeout=30)
+
+    assert received.startswith(b"HTTP/1.1 200"), received
+    assert exit_code == 0

@@ -50,7 +50,7 @@ from {{ cookiecutter.package_name }}.lifecycle import Drain
 from {{ cookiecutter.package_name }}.locks import Locks
 {%- endif %}
 {%- if cookiecutter.broker != "none" %}
-from {{ cookiecutter.package_name }}.messaging.broker import open_broker
+from {{ cookiecutter.package_name }}.messaging.broker_lifespan import open_broker
 from {{ cookiecutter.package_name }}.messaging.consumer import Consumer
 {%- if cookiecutter.metrics == "prometheus" %}
 from {{ cookiecutter.package_name }}.messaging.metrics import ConsumerMetrics

@@ -26,6 +26,8 @@ import ctypes
 import gc
 from typing import TYPE_CHECKING, Final
 
+from {{ cookiecutter.package_name }}.background import in_background
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
@@ -48,33 +50,18 @@ class GarbageCollector:
     """Freezes the start-up heap, then collects every `interval` seconds."""
 
     def __init__(self, interval: float = 1.0) -> None:
-        """Collect every `interval` seconds once started."""
+        """Collect every `interval` seconds once running."""
         self.interval = interval
-        self._task: asyncio.Task[None] | None = None
         self._trim = _malloc_trim()
-
-    def start(self) -> None:
-        """Freeze what exists now and start collecting on the running loop."""
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(YOUNG_THRESHOLD)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="gc")
-
-    async def stop(self) -> None:
-        """Stop the periodic collections."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[GarbageCollector]:
-        """Freeze and collect for as long as the block runs."""
-        self.start()
-        try:
+        """Freeze what exists now, then collect for as long as the block runs."""
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(YOUNG_THRESHOLD)
+        async with in_background(self._run(), name="gc"):
             yield self
-        finally:
-            await self.stop()
 
     async def _run(self) -> None:
         while True:

@@ -7,9 +7,12 @@ workers the supervisor's copy of the socket keeps it listening (and queueing) af
 every worker has stopped accepting, until the supervisor exits and resets them all.
 
 Stopping in order avoids both: first no new connection is let in (a socket filter
-that drops every packet, so a client's SYN goes unanswered; it retries, and by then
-the socket is closed and the connection refused), then the workers accept what is
-queued, then the socket is closed. Python's ``socket`` module offers no way to attach
+that drops every SYN, so a client's connection request goes unanswered; it retries,
+and by then the socket is closed and the connection refused), then the workers
+accept what is queued, then the socket is closed. The filter lets every other packet
+through: a handshake already under way (the client has its SYN-ACK, so its
+``connect()`` has returned) completes and joins the queue instead of being left
+half-open and reset at the close. Python's ``socket`` module offers no way to attach
 a filter, hence the few ``ctypes`` lines. On other systems these functions do
 nothing and closing behaves as before.
 """
@@ -27,8 +30,19 @@ __all__ = ["queued_connections", "stop_listening", "wait_until_accepted"]
 
 _LINUX: Final = sys.platform == "linux"
 _SO_ATTACH_FILTER: Final = 26  # <asm-generic/socket.h>
-# One classic BPF instruction, BPF_RET|BPF_K with k=0: keep 0 bytes of every packet.
-_DROP_EVERY_PACKET: Final = struct.pack("HBBI", 0x06, 0, 0, 0)
+# Classic BPF, run with the packet's data at its TCP header (struct sock_filter:
+# code, jt, jf, k). Keep 0 bytes (drop) of a packet whose flags are SYN without ACK.
+_DROP_CONNECTION_REQUESTS: Final = b"".join(
+    struct.pack("HBBI", *instruction)
+    for instruction in (
+        (0x30, 0, 0, 13),  # BPF_LD|BPF_B|BPF_ABS: the TCP flags byte
+        (0x54, 0, 0, 0x12),  # BPF_ALU|BPF_AND|BPF_K: SYN and ACK only
+        (0x15, 0, 1, 0x02),  # BPF_JMP|BPF_JEQ|BPF_K: SYN alone? next, else skip one
+        (0x06, 0, 0, 0),  # BPF_RET|BPF_K: keep 0 bytes, the packet is dropped
+        (0x06, 0, 0, 0xFFFFFFFF),  # BPF_RET|BPF_K: keep the whole packet
+    )
+)
+_FILTER_LENGTH: Final = len(_DROP_CONNECTION_REQUESTS) // struct.calcsize("HBBI")
 # struct tcp_info: 8 one-byte fields, then u32 rto, ato, snd_mss, rcv_mss, unacked. For a
 # listening socket, tcpi_unacked is the length of its accept queue.
 _TCP_INFO_UNACKED: Final = struct.Struct("=8x4x4x4x4xI")
@@ -48,14 +62,16 @@ class ListeningSocket(Protocol):
 def stop_listening(sock: ListeningSocket) -> bool:
     """Let no new connection into ``sock``'s queue; those already queued stay there.
 
+    Connections whose handshake is under way still complete and join the queue.
+
     Applies to the socket itself, in every process that holds it. Returns False
     where this is not supported (not Linux).
     """
     if not _LINUX:
         return False
-    program = ctypes.create_string_buffer(_DROP_EVERY_PACKET, len(_DROP_EVERY_PACKET))
+    program = ctypes.create_string_buffer(_DROP_CONNECTION_REQUESTS, len(_DROP_CONNECTION_REQUESTS))
     # struct sock_fprog {unsigned short len; struct sock_filter *filter;}, native layout.
-    fprog = struct.pack("@HP", 1, ctypes.addressof(program))
+    fprog = struct.pack("@HP", _FILTER_LENGTH, ctypes.addressof(program))
     sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)  # the kernel copies it
     return True
 

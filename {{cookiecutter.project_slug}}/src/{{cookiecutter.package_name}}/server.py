@@ -20,6 +20,7 @@ from {{ cookiecutter.package_name }}.observability.log_config import uvicorn_log
 
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Callable
     from types import FrameType
 
     from {{ cookiecutter.package_name }}.settings import Settings
@@ -28,9 +29,14 @@ STARTUP_FAILURE = 3
 # How long before the workers' drain ends the socket stops taking new connections:
 # long enough for the workers to accept what is queued, short against any drain.
 STOP_LISTENING_LEAD_SECONDS = 0.25
-# A connection accepted a moment ago has its request on the way: read it before
-# uvicorn closes the connections that have none (which would reset them).
-_SETTLE_SECONDS = 0.1
+# Once the socket lets nothing new in, its queue only shrinks: bound the wait for the
+# workers to accept it generously, a CPU-starved worker may need more than a moment.
+_ACCEPT_QUEUED_SECONDS = 2.0
+# A connection accepted a moment ago has its request on the way (a busy client may
+# take a while to send it): read it before uvicorn closes the connections that have
+# none, which would reset them. A client that connects and never sends costs this.
+_FIRST_REQUEST_SECONDS = 1.5
+_POLL_SECONDS = 0.005
 
 
 class GracefulServer(uvicorn.Server):
@@ -48,13 +54,28 @@ class GracefulServer(uvicorn.Server):
         reloading = self.config.should_reload
         listening = [sock for server in self.servers for sock in server.sockets]
         if listening and not reloading and all(stop_listening(sock) for sock in listening):
-            deadline = time.monotonic() + STOP_LISTENING_LEAD_SECONDS
-            while any(queued_connections(sock) for sock in listening):
-                if time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.005)
-            await asyncio.sleep(_SETTLE_SECONDS)
+            await asyncio.sleep(_POLL_SECONDS)  # handshakes under way join the queue
+            await self._wait_until(
+                lambda: not any(queued_connections(sock) for sock in listening),
+                _ACCEPT_QUEUED_SECONDS,
+            )
+            await self._wait_until(self._every_connection_has_a_request, _FIRST_REQUEST_SECONDS)
         await super().shutdown(sockets)
+
+    def _every_connection_has_a_request(self) -> bool:
+        # uvicorn's HTTP protocols create their `cycle` once a request's headers are in;
+        # until then its shutdown closes the connection.
+        return all(
+            getattr(connection, "cycle", True) is not None
+            for connection in self.server_state.connections
+        )
+
+    @staticmethod
+    async def _wait_until(condition: Callable[[], bool], seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        # Polled: neither the kernel's queue nor uvicorn's connections signal a change.
+        while not condition() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(_POLL_SECONDS)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:  # noqa: ARG002 - signal API
         """First signal: shut down gracefully; a second SIGINT: exit at once."""

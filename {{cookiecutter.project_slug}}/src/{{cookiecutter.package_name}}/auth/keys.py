@@ -28,6 +28,8 @@ import httpx
 import jwt
 import structlog
 
+from {{ cookiecutter.package_name }}.background import in_background
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
@@ -229,11 +231,8 @@ async def open_key_set(settings: AuthSettings, client: OutboundClient) -> AsyncI
     """
     keys = KeySet(settings, client)
     await keys.refresh("start_up")  # logged, not raised, when the provider is down
-    refresher = asyncio.create_task(keys.run_refresher(), name="jwks-refresher")
     try:
-        yield keys
+        async with in_background(keys.run_refresher(), name="jwks-refresher"):
+            yield keys
     finally:
-        refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
         await keys.aclose()

@@ -11,13 +11,12 @@ opens it:
 * stream `P_dead`, subjects `P.dead.>`: messages that failed `max_deliveries` times, or
   could not be decoded, with the reason in the `x-dead-letter-reason` header.
 
-The same public interface as the RabbitMQ edition: `open_broker` and `Broker`.
+The same public interface as the RabbitMQ edition: `Broker` (opened by `broker_lifespan`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from faststream.middlewares import AckPolicy
@@ -27,24 +26,16 @@ from nats.js.api import StreamConfig
 
 from {{ cookiecutter.package_name }}.messaging.delivery import Delivery, settle
 from {{ cookiecutter.package_name }}.messaging.envelope import DEAD_LETTER_REASON, Message
-from {{ cookiecutter.package_name }}.resilience import BreakerConfig, CircuitBreaker
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from {{ cookiecutter.package_name }}.messaging.consumer import Consumer, ConsumerObserver
-    from {{ cookiecutter.package_name }}.resilience import StateChangeCallback
+    from {{ cookiecutter.package_name }}.resilience import CircuitBreaker
     from {{ cookiecutter.package_name }}.settings import BrokerSettings
 
 _ACK_WAIT_SECONDS = 30.0
 # JetStream stops redelivering after this many deliveries even if the worker died every
 # time (a crash, not a handler error): two more than the worker's own limit.
 _EXTRA_DELIVERIES = 2
-
-
-def is_unavailable(exc: BaseException) -> bool:
-    """Every publishing error counts against the broker: the message itself is valid."""
-    return not isinstance(exc, asyncio.CancelledError)
 
 
 class Broker:
@@ -162,23 +153,3 @@ class Broker:
     async def close(self) -> None:
         """Stop consuming (in-flight handlers get `worker_shutdown_seconds`), disconnect."""
         await self.client.stop()
-
-
-@asynccontextmanager
-async def open_broker(
-    settings: BrokerSettings,
-    *,
-    on_state_change: StateChangeCallback | None = None,
-) -> AsyncIterator[Broker]:
-    """The broker for as long as the block runs; connects on first use, closes on exit."""
-    breaker = CircuitBreaker(
-        "broker",
-        BreakerConfig.from_settings(settings.breaker),
-        is_failure=is_unavailable,
-        on_state_change=on_state_change,
-    )
-    broker = Broker(settings, breaker)
-    try:
-        yield broker
-    finally:
-        await broker.close()

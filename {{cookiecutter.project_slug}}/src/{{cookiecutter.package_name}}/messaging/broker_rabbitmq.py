@@ -9,13 +9,12 @@ Topology, all named from `BROKER__PREFIX` (P), declared by every process that op
 * queue `P.dead`: messages that failed `max_deliveries` times, or could not be decoded,
   with the reason in the `x-dead-letter-reason` header.
 
-The same public interface as the NATS edition: `open_broker` and `Broker`.
+The same public interface as the NATS edition: `Broker` (opened by `broker_lifespan`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from faststream.middlewares import AckPolicy
@@ -25,21 +24,13 @@ from faststream.rabbit.schemas import Channel
 
 from {{ cookiecutter.package_name }}.messaging.delivery import Delivery, settle
 from {{ cookiecutter.package_name }}.messaging.envelope import DEAD_LETTER_REASON, Message
-from {{ cookiecutter.package_name }}.resilience import BreakerConfig, CircuitBreaker
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from {{ cookiecutter.package_name }}.messaging.consumer import Consumer, ConsumerObserver
-    from {{ cookiecutter.package_name }}.resilience import StateChangeCallback
+    from {{ cookiecutter.package_name }}.resilience import CircuitBreaker
     from {{ cookiecutter.package_name }}.settings import BrokerSettings
 
 _ATTEMPT = "x-attempt"
-
-
-def is_unavailable(exc: BaseException) -> bool:
-    """Every publishing error counts against the broker: the message itself is valid."""
-    return not isinstance(exc, asyncio.CancelledError)
 
 
 class Broker:
@@ -169,23 +160,3 @@ class Broker:
     async def close(self) -> None:
         """Stop consuming (in-flight handlers get `worker_shutdown_seconds`), disconnect."""
         await self.client.stop()
-
-
-@asynccontextmanager
-async def open_broker(
-    settings: BrokerSettings,
-    *,
-    on_state_change: StateChangeCallback | None = None,
-) -> AsyncIterator[Broker]:
-    """The broker for as long as the block runs; connects on first use, closes on exit."""
-    breaker = CircuitBreaker(
-        "broker",
-        BreakerConfig.from_settings(settings.breaker),
-        is_failure=is_unavailable,
-        on_state_change=on_state_change,
-    )
-    broker = Broker(settings, breaker)
-    try:
-        yield broker
-    finally:
-        await broker.close()

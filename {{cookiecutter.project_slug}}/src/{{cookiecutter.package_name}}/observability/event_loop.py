@@ -7,6 +7,8 @@ import contextlib
 import time
 from typing import TYPE_CHECKING
 
+from {{ cookiecutter.package_name }}.background import in_background
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
@@ -21,27 +23,12 @@ class LoopLagMonitor:
         self.interval = interval
         self.lag = 0.0
         self._on_sample = on_sample
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Start sampling on the running loop."""
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="loop-lag-monitor")
-
-    async def stop(self) -> None:
-        """Cancel the sampler and wait for it."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[LoopLagMonitor]:
         """Sample for as long as the block runs."""
-        self.start()
-        try:
+        async with in_background(self._run(), name="loop-lag-monitor"):
             yield self
-        finally:
-            await self.stop()
 
     async def _run(self) -> None:
         while True:

@@ -1,14 +1,16 @@
 """Database outage under load: how fast are requests refused, how soon does service return?
 
-Starts the real service (`python -m {{ cookiecutter.package_name }}`) behind a TCP proxy to PostgreSQL,
-cuts the proxy, and once the circuit is open drives `GET /items/1` with `wrk` (fixed
-connections and duration); then restores the proxy and polls until the first 2xx.
-Reports the latency of the refused requests (all must be 503) and the time from the
-database's return to the first 2xx, next to the breaker's wait.
+    python3 bench/run.py --outage [--connections 32] [--seconds 5]
 
-Usage, from the project root: `python bench/outage.py [--connections 32] [--seconds 5]`
-with `DATABASE_URL` pointing at a server (default: local PostgreSQL, database `test`).
-Needs `wrk` (Debian: `apt-get install wrk`).
+The wrapper `bench/run.py` bakes the defaults and runs this file with the baked
+project's interpreter, `--project <dir>`, and the project on `PYTHONPATH` (template
+only: it uses the generated project's test helpers). It starts the real service
+(`python -m <package>`) behind a TCP proxy to PostgreSQL, cuts the proxy, and once the
+circuit is open drives `GET /items/1` with `wrk` (fixed connections and duration);
+then restores the proxy and polls until the first 2xx. Reports the latency of the
+refused requests (all must be 503) and the time from the database's return to the
+first 2xx, next to the breaker's wait. `DATABASE_URL` names the server (default:
+local PostgreSQL, database `test`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -29,8 +30,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+# The baked project's test helpers: `bench/run.py` puts the project on PYTHONPATH.
 from tests.postgres import create_database, drop_database
 from tests.service_process import running_service
 from tests.session_context import CLIENT_HEADERS, SERVICE_ENV
@@ -146,9 +146,9 @@ def measure(server_url: str, connections: int, seconds: float) -> dict[str, floa
     }
 
 
-def authenticate(stack: contextlib.ExitStack[bool | None]) -> None:
+def authenticate(stack: contextlib.ExitStack[bool | None], project: Path) -> None:
     """With auth=jwt: a local identity provider the service trusts, and its token on the load."""
-    if not (Path(__file__).resolve().parent.parent / "tests" / "identity_provider.py").exists():
+    if not (project / "tests" / "identity_provider.py").exists():
         return
     # Imported by name: the module exists only in projects generated with auth=jwt.
     provider = stack.enter_context(
@@ -161,12 +161,13 @@ def authenticate(stack: contextlib.ExitStack[bool | None]) -> None:
 def main() -> None:
     """Parse arguments, run, print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--project", type=Path, required=True, help="the baked project")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=5.0, help="load while the circuit is open")
     args = parser.parse_args()
     server = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
     with contextlib.ExitStack() as stack:
-        authenticate(stack)
+        authenticate(stack, args.project)
         figures = measure(server, args.connections, args.seconds)
     for name, value in figures.items():
         print(f"{name:>18}: {value:.3f}")
