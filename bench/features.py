@@ -21,8 +21,10 @@ of its own (a POST, say) goes into `ROUTES`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import http.client
+import importlib
 import json
 import os
 import secrets
@@ -33,7 +35,10 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,6 +54,7 @@ class Feature:
     note: str = ""
     # Or, with no variant: `route` minus route `against`, both on the baseline server.
     against: str = ""
+    needs: str = ""  # "redis" or "jwt": the row is skipped in a bake without it
 
 
 OTLP_SINK = "http://127.0.0.1:{sink_port}"
@@ -67,17 +73,33 @@ FEATURES = [
     ),
     Feature("metrics", off=("metrics",)),
     Feature("shedding + deadline", off=("shedding_deadline",)),
+    Feature("request body limit", off=("body_limit",)),
     Feature("database breaker", off=("database_breaker",)),
     Feature(
         "rate limiting (one Redis round trip)",
         off=("rate_limiting",),
         note="with Redis; redis-py's client is most of it",
+        needs="redis",
     ),
     Feature(
         "idempotency lookup (POST with a key)",
         route="items_post_key",
         against="items_post",
         note="with Redis; claim + store, two round trips",
+        needs="redis",
+    ),
+    Feature(
+        "JWT verification (RS256 token)",
+        off=("jwt_verification",),
+        note="auth=jwt; the tests' identity provider's token",
+        needs="jwt",
+    ),
+    Feature(
+        "JWT verification (ES256 token)",
+        off=("jwt_verification",),
+        route="items_get_es256",
+        note="auth=jwt; same, signed with its P-256 key",
+        needs="jwt",
     ),
     Feature(
         "periodic GC collector",
@@ -136,27 +158,69 @@ def _arguments() -> argparse.Namespace:
 
 ROUTE_PATHS = {
     "items_get": "GET /items/{id}",
+    "items_get_es256": "GET /items/{id}",
     "items_post": "POST /items",
     "items_post_key": "POST /items + key",
 }
+
+
+# With auth=jwt, a bearer token by algorithm (`_identity_provider`); empty otherwise.
+TOKENS: dict[str, str] = {}
+
+
+def _bearer(algorithm: str = "RS256") -> tuple[tuple[str, str], ...]:
+    token = TOKENS.get(algorithm)
+    return (("Authorization", f"Bearer {token}"),) if token else ()
 
 
 def _routes(instructions: Any, names: set[str]) -> dict[str, Any]:  # noqa: ANN401
     """What the client sends, with names and keys no earlier server has used."""
     token = secrets.token_hex(4)
     body = '{"name": "bench-%s-{n}", "price_cents": 100}' % token  # noqa: UP031
+    auth = _bearer()
     routes = {
-        "items_get": instructions.Route("GET", "/items/{n}"),
-        "items_post": instructions.Route("POST", "/items", body, 201),
+        "items_get": instructions.Route("GET", "/items/{n}", headers=auth),
+        "items_get_es256": instructions.Route("GET", "/items/{n}", headers=_bearer("ES256")),
+        "items_post": instructions.Route("POST", "/items", body, 201, auth),
         "items_post_key": instructions.Route(
             "POST",
             "/items",
             body.replace("bench-", "bench-k-"),
             201,
-            (("Idempotency-Key", f'"{token}-{{n}}"'),),
+            (("Idempotency-Key", f'"{token}-{{n}}"'), *auth),
         ),
     }
     return {name: route for name, route in routes.items() if name in names}
+
+
+@contextlib.contextmanager
+def _identity_provider(servers: Any) -> Iterator[bool]:  # noqa: ANN401
+    """With auth=jwt, the tests' identity provider: a JWKS over HTTP on 127.0.0.1.
+
+    The service fetches its keys from it (`servers.EXTRA_ENV`, which the generated
+    harness adds to every server's environment) and every request carries a token it
+    signed, RS256 or ES256 (`TOKENS`), valid for the whole run, with both scopes of the
+    example API. (`servers.authenticate` signs one RS256 token only.)
+    """
+    if not servers.HAS_AUTH:
+        yield False
+        return
+    sys.path.insert(0, str(servers.PROJECT))
+    module = importlib.import_module("tests.identity_provider")
+    with module.IdentityProvider() as provider:
+        env = provider.env()
+        servers.EXTRA_ENV.update(env)
+        for key in (provider.rsa, provider.ec):
+            TOKENS[key.algorithm] = provider.token(
+                key=key, lifetime=24 * 3600, scope="items:read items:write"
+            )
+        _say(f"auth=jwt: tokens signed by {provider.issuer} ({', '.join(TOKENS)})")
+        try:
+            yield True
+        finally:
+            for name in env:
+                servers.EXTRA_ENV.pop(name, None)
+            TOKENS.clear()
 
 
 def _table(report: dict[str, Any]) -> str:
@@ -234,7 +298,9 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
         wanted = [word.strip().lower() for word in args.only.split(",")]
         features = [f for f in FEATURES if any(f.label.lower().startswith(w) for w in wanted)]
     if not servers.HAS_REDIS:
-        features = [f for f in features if "Redis" not in f.note]
+        features = [f for f in features if f.needs != "redis"]
+    if not servers.HAS_AUTH:
+        features = [f for f in features if f.needs != "jwt"]
     sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     workdir = Path(tempfile.mkdtemp(prefix="bench-features-"))
@@ -253,7 +319,7 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
 
     def count(name: str, server: Any, names: set[str]) -> dict[str, Any]:  # noqa: ANN401
         """Instructions per request (and per wall second) of `server`, by route."""
-        counted = instructions.count(
+        counted: dict[str, Any] = instructions.count(
             server,
             _routes(instructions, names),
             requests=args.requests,
@@ -277,7 +343,13 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
         )
 
     try:
-        with servers.redis(), servers.database(items, workdir) as (dsn, pool):
+        # The identity provider before the database: the migration reads the settings,
+        # which with auth=jwt require the provider's.
+        with (
+            servers.redis(),
+            _identity_provider(servers),
+            servers.database(items, workdir) as (dsn, pool),
+        ):
             wanted_routes = (
                 {"items_get"}
                 | {f.route for f in features}

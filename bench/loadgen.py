@@ -9,6 +9,13 @@ script it reads only `local ids = N`: with N > 0, every request asks for a rando
 It prints the `BENCH_RESULT` line that script's `done` prints, and wrk's summary lines
 (requests, non-2xx responses, 50 % and 99 % latency).
 
+Two options of its own, for `bench/scaling.py`: `--honor-retry-after` (after a 503
+with `Retry-After`, the connection waits that many seconds before its next request, as
+a well-behaved client would), and `--json`, which prints one JSON object instead:
+`{"requests", "seconds", "rps", "p50_ms", "p99_ms", "non_2xx", "errors", "by_status"}`,
+`by_status` giving each response status's `requests`, `p50_ms` and `p99_ms` (so that
+answers shed with 503 and admitted ones can be told apart).
+
 A closed-loop HTTP/1.1 client: `-c` keep-alive connections over raw asyncio sockets,
 one request in flight per connection, each response read fully (Content-Length or
 chunked) before the next is sent; latency from the write of a request to the last byte
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import random
 import re
 import sys
@@ -41,6 +49,7 @@ HEADER_END = b"\r\n\r\n"
 class _Stats:
     def __init__(self) -> None:
         self.latencies_ns: list[int] = []
+        self.by_status: dict[int, list[int]] = {}
         self.non_2xx = 0
         self.errors = 0
 
@@ -52,6 +61,7 @@ class _Target:
     random_ids: int
     deadline_ns: int
     headers: str = ""  # extra header lines, each ending in CRLF
+    honor_retry_after: bool = False  # wait as a 503's Retry-After says before the next
 
 
 class _Connection(asyncio.Protocol):
@@ -69,6 +79,7 @@ class _Connection(asyncio.Protocol):
         self._buffer = bytearray()
         self._sent_ns = 0
         self._fixed = self._request(target.path)
+        self._honor_retry_after = target.honor_retry_after
 
     def _request(self, path: str) -> bytes:
         head = f"GET {path} HTTP/1.1\r\nHost: {self._host}\r\nUser-Agent: loadgen\r\n"
@@ -102,12 +113,18 @@ class _Connection(asyncio.Protocol):
             if consumed == 0:
                 return
             now = time.perf_counter_ns()
+            wait = _retry_after(self._buffer[:consumed]) if self._honor_retry_after else 0.0
             del self._buffer[:consumed]
             self._stats.latencies_ns.append(now - self._sent_ns)
+            self._stats.by_status.setdefault(status, []).append(now - self._sent_ns)
             if not 200 <= status < 300:
                 self._stats.non_2xx += 1
-            if now >= self._deadline_ns:
+            if now + wait * 1e9 >= self._deadline_ns:
                 self._finish()
+                return
+            if wait:
+                # One request in flight per connection: nothing else arrives meanwhile.
+                asyncio.get_running_loop().call_later(wait, self._send)
                 return
             self._send()
 
@@ -154,6 +171,19 @@ def _parse_response(buffer: bytearray) -> tuple[int, int]:
     return body_start, status
 
 
+def _retry_after(response: bytearray) -> float:
+    """Seconds a 503's `Retry-After` asks for (delay-seconds form only), else 0."""
+    head = bytes(response[: response.find(HEADER_END)]).lower()
+    if not head.startswith((b"http/1.1 503", b"http/1.0 503")):
+        return 0.0
+    marker = head.find(b"\r\nretry-after:")
+    if marker < 0:
+        return 0.0
+    line_end = head.find(b"\r\n", marker + 2)
+    value = head[marker + 14 : line_end if line_end >= 0 else len(head)].strip()
+    return float(value) if value.isdigit() else 0.0
+
+
 def _percentile(sorted_values: list[int], fraction: float) -> float:
     if not sorted_values:
         return 0.0
@@ -161,14 +191,15 @@ def _percentile(sorted_values: list[int], fraction: float) -> float:
     return sorted_values[index] / 1e6
 
 
-async def run(
+async def run(  # noqa: PLR0913 - keyword-only options
     url: str,
     *,
     connections: int,
     duration: float,
     random_ids: int,
     headers: tuple[str, ...] = (),
-) -> dict[str, float]:
+    honor_retry_after: bool = False,
+) -> dict[str, Any]:
     """Drive `url` with `connections` keep-alive connections for `duration` seconds."""
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
@@ -179,7 +210,7 @@ async def run(
     start_ns = time.perf_counter_ns()
     deadline_ns = start_ns + int(duration * 1e9)
     extra = "".join(f"{header}\r\n" for header in headers)
-    target = _Target(f"{host}:{port}", path, random_ids, deadline_ns, extra)
+    target = _Target(f"{host}:{port}", path, random_ids, deadline_ns, extra, honor_retry_after)
     waiters: list[asyncio.Future[None]] = []
     for _ in range(connections):
         done: asyncio.Future[None] = loop.create_future()
@@ -206,6 +237,14 @@ async def run(
         "p99_ms": _percentile(latencies, 0.99),
         "non_2xx": stats.non_2xx,
         "errors": stats.errors,
+        "by_status": {
+            str(status): {
+                "requests": len(values),
+                "p50_ms": _percentile(sorted(values), 0.50),
+                "p99_ms": _percentile(sorted(values), 0.99),
+            }
+            for status, values in sorted(stats.by_status.items())
+        },
     }
 
 
@@ -228,6 +267,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-s", "--script", type=Path, help="a Lua script; `local ids = N` is read")
     parser.add_argument("--latency", action="store_true", help="always on")
     parser.add_argument("--version", action="store_true")
+    parser.add_argument(
+        "--honor-retry-after",
+        action="store_true",
+        help="after a 503 with Retry-After, wait that long before the connection's next request",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     parser.add_argument("url", nargs="?")
     args = parser.parse_args(argv)
     if args.version or args.url is None:
@@ -245,8 +290,12 @@ def main(argv: list[str] | None = None) -> None:
             duration=duration,
             random_ids=ids,
             headers=tuple(args.header),
+            honor_retry_after=args.honor_retry_after,
         )
     )
+    if args.json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
     requests, non_2xx, errors = result["requests"], result["non_2xx"], result["errors"]
     p50_us, p99_us = result["p50_ms"] * 1000, result["p99_ms"] * 1000
     micros = result["seconds"] * 1e6

@@ -2,24 +2,32 @@
 
     python3 bench/run.py [--instructions] [--duration 10] [--rounds 3] [--json PATH] [...]
     python3 bench/run.py --features [--requests 500] [--json PATH]
+    python3 bench/run.py --features --answer auth=jwt --only jwt
+    python3 bench/run.py --scaling [--duration 8] [--rounds 3] [--limit 8] [--json PATH]
     python3 bench/run.py --outage [--connections 32] [--seconds 5]
+
+`--answer NAME=VALUE` (repeatable, taken by this wrapper) bakes with that answer
+instead of its default.
 
 From a clean clone, with only Python >= 3.11 (and PostgreSQL, `wrk`) on the machine:
 
 1. creates a virtualenv (in a temporary directory, or in `$BENCH_VENV` if set, which
    is then reused across runs) with this Python, or `$BENCH_PYTHON` if set (e.g. the
    version the image ships), and installs cookiecutter into it;
-2. bakes the template with its default answers into the temporary directory;
+2. bakes the template with its default answers (or the `--answer`s) into the
+   temporary directory;
 3. installs the generated project into the virtualenv;
 4. runs the generated project's `bench/run.py` with the same arguments (what
    `make bench` runs in a generated project) and exits with its status; with
-   `--features`, runs `bench/features.py` (the per-feature cost table) instead, and
-   with `--outage`, `bench/outage.py` (refusal latency and recovery from a database
+   `--features`, runs `bench/features.py` (the per-feature cost table) instead, with
+   `--scaling`, `bench/scaling.py` (overload latency, 2 workers against 1), and with
+   `--outage`, `bench/outage.py` (refusal latency and recovery from a database
    outage).
 
-For the wall-clock mode and `--outage`, `wrk` is needed: as root on Debian it is
-installed with apt-get if missing; failing that, a `wrk` on PATH runs
-`bench/loadgen.py` (pure Python) in its place.
+For the wall-clock mode, `--scaling` and `--outage`, `wrk` is needed: as root on
+Debian it is installed with apt-get if missing; failing that, a `wrk` on PATH runs
+`bench/loadgen.py` (pure Python) in its place. (`--scaling`'s overload rounds always
+use `bench/loadgen.py`: they need its latency by status.)
 
 Every argument is passed through; see `python3 bench/run.py --help` or the generated
 project's `bench/run.py` for them, and `bench/README.md` for what is measured.
@@ -77,15 +85,16 @@ def virtualenv(path: Path) -> tuple[Path, bool]:
     return python, False
 
 
-def bake(python: Path, into: Path) -> Path:
-    """Bake the template with its defaults; return the generated project's directory."""
+def bake(python: Path, into: Path, answers: list[str]) -> Path:
+    """Bake the template with its defaults but `answers`; return the project's directory."""
     cookiecutter = python.parent / "cookiecutter"
     if not cookiecutter.exists():
         pip(python, "cookiecutter>=2.5")
-    say("baking the template with its default answers")
+    but = f" but {' '.join(answers)}" if answers else ""
+    say(f"baking the template with its default answers{but}")
     before = set(into.iterdir())
     subprocess.run(
-        [str(cookiecutter), "--no-input", str(REPO), "--output-dir", str(into)],
+        [str(cookiecutter), "--no-input", str(REPO), "--output-dir", str(into), *answers],
         check=True,
         stdout=subprocess.DEVNULL,
     )
@@ -124,20 +133,40 @@ def load_generator_env(workdir: Path) -> dict[str, str]:
     return {"PATH": f"{shim.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
+def take_answers(arguments: list[str]) -> list[str]:
+    """Remove the `--answer NAME=VALUE` options from `arguments`; return the answers."""
+    answers = []
+    rest = iter(list(arguments))
+    arguments.clear()
+    for argument in rest:
+        if argument == "--answer":
+            answers.append(next(rest, ""))
+        elif argument.startswith("--answer="):
+            answers.append(argument.removeprefix("--answer="))
+        else:
+            arguments.append(argument)
+    if bad := [answer for answer in answers if "=" not in answer]:
+        msg = f"--answer takes NAME=VALUE, got {bad}"
+        raise SystemExit(msg)
+    return answers
+
+
 def main() -> int:
     """Bake, install and run; see the module docstring."""
     if sys.version_info < MIN_PYTHON:
         say(f"needs Python >= {'.'.join(map(str, MIN_PYTHON))}; this is {sys.version.split()[0]}")
         return 2
     arguments = sys.argv[1:]
-    script = next((f for f in ("features", "outage") if f"--{f}" in arguments), None)
+    answers = take_answers(arguments)
+    scripts = ("features", "scaling", "outage")
+    script = next((f for f in scripts if f"--{f}" in arguments), None)
     instructions_only = "--instructions" in arguments and "--wall-clock" not in arguments
-    wall_clock = script == "outage" or (script is None and not instructions_only)
+    wall_clock = script in {"scaling", "outage"} or (script is None and not instructions_only)
     workdir = Path(tempfile.mkdtemp(prefix="chassis-bench-"))
     try:
         reused_venv = os.environ.get("BENCH_VENV")
         python, existed = virtualenv(Path(reused_venv) if reused_venv else workdir / ".venv")
-        project = bake(python, workdir)
+        project = bake(python, workdir, answers)
         say(f"installing {project.name} into the virtualenv")
         pip(python, str(project))
         if existed:

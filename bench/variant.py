@@ -83,6 +83,11 @@ def shedding_and_deadline(app: Any) -> None:  # noqa: ANN401
     kwargs["timeout"] = 0.0
 
 
+def body_limit(app: Any) -> None:  # noqa: ANN401
+    """No request body limit: the app reads `receive` unwrapped."""
+    _service_middleware(app).kwargs["max_body_bytes"] = 0
+
+
 def database_breaker(_app: Any) -> None:  # noqa: ANN401
     """The database breaker admits and records nothing."""
     breaker = _module("resilience").CircuitBreaker
@@ -95,6 +100,18 @@ def rate_limiting(app: Any) -> None:  # noqa: ANN401
     kwargs = _service_middleware(app).kwargs
     kwargs["admission"] = [
         step for step in kwargs.get("admission", ()) if type(step).__name__ != "RateLimiter"
+    ]
+
+
+def jwt_verification(app: Any) -> None:  # noqa: ANN401
+    """No bearer token verification among the admission steps (auth=jwt bakes).
+
+    The token is still sent and its header parsed by nobody; GET routes need no scope,
+    and the rate limiter, with no principal, keys on the client's address instead.
+    """
+    kwargs = _service_middleware(app).kwargs
+    kwargs["admission"] = [
+        step for step in kwargs.get("admission", ()) if type(step).__name__ != "Authenticator"
     ]
 
 
@@ -119,8 +136,10 @@ SWITCHES: dict[str, Callable[[Any], None]] = {
     "trace_propagation": trace_propagation,
     "metrics": metrics,
     "shedding_deadline": shedding_and_deadline,
+    "body_limit": body_limit,
     "database_breaker": database_breaker,
     "rate_limiting": rate_limiting,
+    "jwt_verification": jwt_verification,
     "gc_collector": gc_collector,
     "service_middleware": service_middleware,
 }

@@ -10,6 +10,7 @@ Needs PostgreSQL: `DATABASE_URL`, else postgresql://postgres@127.0.0.1:5432/test
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -81,3 +82,60 @@ def test_bench_harness_counts_instructions_and_runs_for_one_second(tmp_path: Pat
             assert result["rps"] > 0, (route, app)
             assert result["non_2xx"] == 0, (route, app, result)
             assert result["errors"] == 0, (route, app, result)
+
+
+def _wrapper() -> object:
+    """The wrapper `bench/run.py` as a module (it is a script, not a package member)."""
+    spec = importlib.util.spec_from_file_location("bench_wrapper", REPO / "bench" / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_answers_are_taken_out_of_the_arguments() -> None:
+    arguments = ["--features", "--answer", "auth=jwt", "--only=jwt", "--answer=redis=no"]
+    assert _wrapper().take_answers(arguments) == ["auth=jwt", "redis=no"]  # type: ignore[attr-defined]
+    assert arguments == ["--features", "--only=jwt"]
+    with pytest.raises(SystemExit, match="NAME=VALUE"):
+        _wrapper().take_answers(["--answer", "jwt"])  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(not _postgres_reachable(), reason=f"no PostgreSQL at {DSN}")
+def test_scaling_reports_admitted_and_shed_requests_and_both_worker_counts(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "scaling.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "run.py"),
+            "--scaling",
+            "--duration=1",
+            "--rounds=1",
+            "--limit=2",
+            "--items=200",
+            "--connections=8",
+            f"--json={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "DATABASE_URL": DSN},
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr[-6000:]
+    report = json.loads(out.read_text())
+    runs = report["overload"]["runs"]
+    assert {run["client"] for run in runs} == {"no wait", "Retry-After"}
+    # 20 connections against a limit of 2: some requests get in, the rest are shed.
+    no_wait = next(run for run in runs if run["client"] == "no wait")
+    assert no_wait["by_status"]["200"]["requests"] > 0, no_wait
+    assert no_wait["by_status"]["503"]["requests"] > 0, no_wait
+    assert set(no_wait["by_status"]) == {"200", "503"}, no_wait
+    samples = report["workers"]["samples"]
+    for route in ("health_live", "items_get"):
+        for workers in ("1", "2"):
+            (sample,) = samples[route][workers]
+            assert sample["rps"] > 0, (route, workers)
+            assert sample["non_2xx"] == 0, (route, workers, sample)

@@ -71,11 +71,11 @@ def wrk_version() -> str:
     return (completed.stdout + completed.stderr).split("[")[0].strip()
 
 
-def _process_tree(pid: int) -> list[int]:
+def process_tree(pid: int) -> list[int]:
     """`pid` and its descendants (Linux), e.g. a supervisor and its worker."""
     with contextlib.suppress(OSError):
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        return [pid, *(tree for child in children for tree in _process_tree(int(child)))]
+        return [pid, *(tree for child in children for tree in process_tree(int(child)))]
     return [pid]
 
 
@@ -91,8 +91,10 @@ def _cpu_seconds(pids: list[int]) -> float | None:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def _wrk(args: argparse.Namespace, port: int, route: str, seconds: int, pids: list[int]) -> Sample:
-    """One run of wrk; the script's `done` prints the figures on one line."""
+def run_wrk(
+    args: argparse.Namespace, port: int, route: str, seconds: int, pids: list[int]
+) -> Sample:
+    """One wrk run on `route` (`args`: connections, items, load_cpus, workdir), `pids`' CPU."""
     ids = args.items if route == "items_get" else 0
     script = args.workdir / f"{route}.lua"
     script.write_text(WRK_SCRIPT.format(seed=secrets.randbits(31), ids=ids))
@@ -135,16 +137,16 @@ def measure(args: argparse.Namespace, servers: list[Launch]) -> dict[str, dict[s
             log = args.workdir / f"{server.name}.log"
             processes.append(start(server, log, taskset(args.server_cpus)))
             wait_ready(processes[-1], server.port, log, timeout=60)
-            running[server.name] = (server.port, _process_tree(processes[-1].pid))
+            running[server.name] = (server.port, process_tree(processes[-1].pid))
         if args.warmup > 0:
             for route in ROUTES:
                 for port, pids in running.values():
-                    _wrk(args, port, route, args.warmup, pids)
+                    run_wrk(args, port, route, args.warmup, pids)
         samples: dict[str, dict[str, list[Sample]]] = {r: {n: [] for n in running} for r in ROUTES}
         for number in range(1, args.rounds + 1):
             for route, path in ROUTES.items():
                 for name, (port, pids) in running.items():
-                    sample = _wrk(args, port, route, args.duration, pids)
+                    sample = run_wrk(args, port, route, args.duration, pids)
                     samples[route][name].append(sample)
                     say(
                         f"round {number}/{args.rounds} {path:<13} {APPS[name]:<13}"

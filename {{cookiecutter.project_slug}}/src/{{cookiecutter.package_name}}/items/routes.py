@@ -38,7 +38,7 @@ def items_of(request: Request) -> ItemRepository:
     than building this object, and the routes below are the service's hot path.
     """
     state = request.app.state
-    return ItemRepository(state.db, getattr(state, "outbox", None))
+    return ItemRepository(state.db, state.outbox)
 
 
 def _json(body: Any, status_code: int = 200) -> Response:  # noqa: ANN401 - any orjson-serialisable value
