@@ -89,14 +89,20 @@ FEATURES = [
         needs="redis",
     ),
     Feature(
-        "JWT verification (RS256 token)",
+        "JWT verification, the token remembered (a caller's next requests)",
         off=("jwt_verification",),
-        note="auth=jwt; the tests' identity provider's token",
+        note="auth=jwt; the tests' identity provider's RS256 token, sent with every request",
         needs="jwt",
     ),
     Feature(
-        "JWT verification (ES256 token)",
-        off=("jwt_verification",),
+        "JWT: the RS256 token verified in full on every request (cache off)",
+        env={"{prefix}AUTH__VERIFIED_TOKEN_CACHE_SIZE": "0"},
+        note="auth=jwt; on top of the row above: what the cache saves",
+        needs="jwt",
+    ),
+    Feature(
+        "JWT: an ES256 token verified in full on every request (cache off)",
+        env={"{prefix}AUTH__VERIFIED_TOKEN_CACHE_SIZE": "0"},
         route="items_get_es256",
         note="auth=jwt; same, signed with its P-256 key",
         needs="jwt",
@@ -311,7 +317,10 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
         """The service (a variant of it) as `bench/variant.py` serves it."""
         base = servers.launch("generated", dsn, pool, workdir)
         base.env.update(
-            {key: value.format(sink_port=sink.server_port) for key, value in env.items()}
+            {
+                key.format(prefix=servers.PREFIX): value.format(sink_port=sink.server_port)
+                for key, value in env.items()
+            }
         )
         base.env.update({"BENCH_PACKAGE": servers.PACKAGE, "BENCH_OFF": ",".join(off)})
         argv = [base.argv[0], str(HERE / "variant.py")]
