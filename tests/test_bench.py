@@ -42,26 +42,29 @@ VALGRIND = shutil.which("valgrind") is not None and shutil.which("callgrind_cont
 INSTRUCTIONS = ["--instructions", "--wall-clock", "--requests=6", "--warmup-requests=2"]
 
 
-@pytest.mark.skipif(not _postgres_reachable(), reason=f"no PostgreSQL at {DSN}")
-def test_bench_harness_counts_instructions_and_runs_for_one_second(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "run.py"),
-            *(INSTRUCTIONS if VALGRIND else []),
-            "--duration=1",
-            "--rounds=1",
-            "--warmup=0",
-            "--items=200",
-            "--connections=8",
-            f"--json={out}",
-        ],
+def run_bench(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """`python3 bench/run.py ARGUMENTS` against the test database, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), *arguments],
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
         env={**os.environ, "DATABASE_URL": DSN},
+    )
+
+
+@pytest.mark.skipif(not _postgres_reachable(), reason=f"no PostgreSQL at {DSN}")
+def test_bench_harness_counts_instructions_and_runs_for_one_second(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    completed = run_bench(
+        *(INSTRUCTIONS if VALGRIND else []),
+        "--duration=1",
+        "--rounds=1",
+        "--warmup=0",
+        "--items=200",
+        "--connections=8",
+        f"--json={out}",
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr[-6000:]
     assert "req/s ratio" in completed.stdout
@@ -106,23 +109,14 @@ def test_scaling_reports_admitted_and_shed_requests_and_both_worker_counts(
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "scaling.json"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "run.py"),
-            "--scaling",
-            "--duration=1",
-            "--rounds=1",
-            "--limit=2",
-            "--items=200",
-            "--connections=8",
-            f"--json={out}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        env={**os.environ, "DATABASE_URL": DSN},
+    completed = run_bench(
+        "--scaling",
+        "--duration=1",
+        "--rounds=1",
+        "--limit=2",
+        "--items=200",
+        "--connections=8",
+        f"--json={out}",
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr[-6000:]
     report = json.loads(out.read_text())
