@@ -313,10 +313,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.drain = drain
     app.state.stats = stats
+{%- if cookiecutter.include_example_api == "yes" %}
     # The messaging outbox, when the lifespan opens one. Set here so that reading it on
     # every item request is a plain lookup: a missing attribute of `app.state` costs a
     # raised and caught AttributeError each time.
     app.state.outbox = None
+{%- endif %}
 {%- if cookiecutter.redis == "yes" %}
     app.state.rate_limiter = rate_limiter
 {%- endif %}
