@@ -157,8 +157,13 @@ class Project:
         return paths
 
     def settings_source(self) -> str | None:
-        settings = self.path / "src" / self.pkg / "settings.py"
-        return settings.read_text(encoding="utf-8") if settings.exists() else None
+        """`settings.py` and the option groups' settings modules, as one text."""
+        package = self.path / "src" / self.pkg
+        if not (package / "settings.py").exists():
+            return None
+        return "\n".join(
+            path.read_text(encoding="utf-8") for path in sorted(package.rglob("*settings.py"))
+        )
 
 
 _BAKED: dict[str, Project] = {}

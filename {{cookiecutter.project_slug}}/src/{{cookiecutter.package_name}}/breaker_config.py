@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, Field
 
 from {{ cookiecutter.package_name }}.breaker_counts import PERCENT
 
-if TYPE_CHECKING:
-    from {{ cookiecutter.package_name }}.settings import BreakerSettings
+__all__ = ["BreakerConfig", "BreakerSettings"]
 
-__all__ = ["BreakerConfig"]
+
+class BreakerSettings(BaseModel):
+    """Circuit breaker thresholds (resilience4j semantics, shorter waits for a web service)."""
+
+    failure_rate_threshold: float = Field(50.0, gt=0, le=100)
+    sliding_window_size: int = Field(20, ge=1)
+    minimum_calls: int = Field(10, ge=1)
+    consecutive_failures: int | None = Field(5, ge=1)
+    slow_call_seconds: float | None = Field(None, gt=0)
+    wait_in_open_seconds: float = Field(5.0, gt=0)
+    half_open_calls: int = Field(1, ge=1)
+    max_wait_in_half_open_seconds: float = Field(10.0, gt=0)
 
 
 @dataclass(frozen=True, slots=True)

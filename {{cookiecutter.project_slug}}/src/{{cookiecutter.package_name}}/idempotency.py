@@ -29,8 +29,8 @@ from {{ cookiecutter.package_name }}.rate_limit import caller_key
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+    from {{ cookiecutter.package_name }}.redis_settings import IdempotencySettings
     from {{ cookiecutter.package_name }}.redis_store import RedisStore
-    from {{ cookiecutter.package_name }}.settings import IdempotencySettings
 
 log = structlog.get_logger(__name__)
 

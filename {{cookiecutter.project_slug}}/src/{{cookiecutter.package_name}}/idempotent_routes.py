@@ -12,7 +12,7 @@ from {{ cookiecutter.package_name }}.idempotency import HEADER, MAX_KEY_LENGTH, 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
-    from {{ cookiecutter.package_name }}.settings import IdempotencySettings
+    from {{ cookiecutter.package_name }}.redis_settings import IdempotencySettings
 
 
 def make_idempotent(

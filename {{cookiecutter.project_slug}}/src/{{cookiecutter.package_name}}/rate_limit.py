@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
     from starlette.types import Scope
 
+    from {{ cookiecutter.package_name }}.redis_settings import RateLimitSettings, RatePolicy
     from {{ cookiecutter.package_name }}.redis_store import RedisStore
-    from {{ cookiecutter.package_name }}.settings import RateLimitSettings, RatePolicy
 
 log = structlog.get_logger(__name__)
 

@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
     from redis.commands.core import AsyncScript
 
+    from {{ cookiecutter.package_name }}.redis_settings import RedisSettings
     from {{ cookiecutter.package_name }}.resilience import StateChangeCallback
-    from {{ cookiecutter.package_name }}.settings import RedisSettings
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -12,6 +12,13 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+{% if cookiecutter.auth == "jwt" %}
+from {{ cookiecutter.package_name }}.auth.settings import AuthSettings
+{%- endif %}
+from {{ cookiecutter.package_name }}.breaker_config import BreakerSettings
+{%- if cookiecutter.redis == "yes" %}
+from {{ cookiecutter.package_name }}.redis_settings import RedisSettings
+{%- endif %}
 
 ENV_PREFIX = "{{ cookiecutter.__env_prefix }}"
 NESTED_DELIMITER = "__"
@@ -24,19 +31,6 @@ class Environment(StrEnum):
     STAGING = "staging"
     DEVELOPMENT = "development"
     TEST = "test"
-
-
-class BreakerSettings(BaseModel):
-    """Circuit breaker thresholds (resilience4j semantics, shorter waits for a web service)."""
-
-    failure_rate_threshold: float = Field(50.0, gt=0, le=100)
-    sliding_window_size: int = Field(20, ge=1)
-    minimum_calls: int = Field(10, ge=1)
-    consecutive_failures: int | None = Field(5, ge=1)
-    slow_call_seconds: float | None = Field(None, gt=0)
-    wait_in_open_seconds: float = Field(5.0, gt=0)
-    half_open_calls: int = Field(1, ge=1)
-    max_wait_in_half_open_seconds: float = Field(10.0, gt=0)
 
 
 class DatabaseSettings(BaseModel):
@@ -100,71 +94,6 @@ class LogSettings(BaseModel):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
-{%- if cookiecutter.redis == "yes" %}
-
-
-class RatePolicy(BaseModel):
-    """Requests a caller may make: `limit` per `window_seconds`, up to `burst` at once."""
-
-    limit: int = Field(100, ge=1)
-    window_seconds: float = Field(60.0, gt=0)
-    burst: int | None = Field(None, ge=1)  # None: the limit itself
-
-
-class RateLimitSettings(BaseModel):
-    """Distributed rate limits (GCRA in Redis), per caller and policy."""
-
-    enabled: bool = True
-    default: RatePolicy = RatePolicy()
-    # "METHOD /template" or "/template" (any method) -> policy; the first match wins.
-    routes: dict[str, RatePolicy] = {}
-    exempt_paths: frozenset[str] = frozenset(
-        {"/health", "/health/live", "/health/ready", "/metrics"}
-    )
-    api_key_header: str | None = None
-    fail_open: bool = True
-
-
-class IdempotencySettings(BaseModel):
-    """Stored answers to unsafe requests that carry an `Idempotency-Key`."""
-
-    ttl_seconds: float = Field(86400.0, gt=0)
-    in_flight_seconds: float = Field(60.0, gt=0)
-    max_body_bytes: int = Field(1_048_576, ge=1)
-
-
-class JobSettings(BaseModel):
-    """Periodic jobs, each run on one replica at a time under a Redis lock."""
-
-    heartbeat_seconds: float = Field(30.0, ge=0)  # 0: the example job does not run
-    lock_seconds: float = Field(10.0, gt=0)
-
-
-class RedisSettings(BaseModel):
-    """Redis: the connection, and the features that share state through it."""
-
-    url: SecretStr | None = None  # None: no rate limits, idempotency keys or jobs
-    key_prefix: str = Field("{{ cookiecutter.project_slug }}:", min_length=1)
-    max_connections: int = Field(50, ge=1)
-    pool_timeout: float = Field(1.0, gt=0)
-    connect_timeout: float = Field(1.0, gt=0)
-    command_timeout: float = Field(0.5, gt=0)
-    health_check_interval: int = Field(30, ge=0)
-    breaker: BreakerSettings = BreakerSettings()
-    rate_limit: RateLimitSettings = RateLimitSettings()
-    idempotency: IdempotencySettings = IdempotencySettings()
-    jobs: JobSettings = JobSettings()
-
-    @field_validator("url")
-    @classmethod
-    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith(
-            ("redis://", "rediss://", "unix://")
-        ):
-            msg = "must be a redis://, rediss:// or unix:// URL"
-            raise ValueError(msg)
-        return value
-{%- endif %}
 {%- if cookiecutter.broker != "none" %}
 
 
@@ -189,57 +118,6 @@ class BrokerSettings(BaseModel):
     worker_port: int = Field(8081, ge=1, le=65535)
     worker_shutdown_seconds: float = Field(15.0, gt=0)
     breaker: BreakerSettings = BreakerSettings()
-{%- endif %}
-
-
-{%- if cookiecutter.auth == "jwt" %}
-
-
-# Signature algorithms a token may use: asymmetric only, so no shared secret can be
-# confused with a provider's public key; "none" is never accepted.
-ASYMMETRIC_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-)
-PUBLIC_PATHS = frozenset(
-    {"/health/live", "/health/ready", "/health", "/metrics", "/docs", "/docs/oauth2-redirect"}
-    | {"/redoc", "/openapi.json", "/docs/assets/"}
-)
-
-
-class AuthSettings(BaseModel):
-    """Bearer token (JWT) verification: the issuer whose keys sign callers' tokens."""
-
-    # Required: a resource server that skips `iss` or `aud` accepts tokens minted for others.
-    issuer: str
-    audience: str
-    jwks_url: str | None = None
-    algorithms: frozenset[str] = frozenset({"RS256", "ES256"})
-    leeway_seconds: float = Field(30.0, ge=0, le=300)
-    refresh_seconds: float = Field(300.0, gt=0)
-    min_refresh_interval_seconds: float = Field(10.0, gt=0)
-    max_token_bytes: int = Field(8192, ge=256)
-    verified_token_cache_size: int = Field(1024, ge=0)  # 0: every request verifies in full
-    realm: str | None = None
-    public_paths: frozenset[str] = PUBLIC_PATHS
-
-    @field_validator("algorithms")
-    @classmethod
-    def _asymmetric(cls, value: frozenset[str]) -> frozenset[str]:
-        refused = sorted(value - ASYMMETRIC_ALGORITHMS)
-        if refused or not value:
-            allowed = ", ".join(sorted(ASYMMETRIC_ALGORITHMS))
-            msg = f"only asymmetric algorithms are accepted ({allowed}); refused: {refused}"
-            raise ValueError(msg)
-        return value
-
-    @field_validator("issuer", "jwks_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("https://", "http://")):
-            msg = "must be an https:// (or http://) URL"
-            raise ValueError(msg)
-        return value
-
 {%- endif %}
 
 

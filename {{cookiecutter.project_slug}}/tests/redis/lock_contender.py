@@ -11,8 +11,8 @@ import asyncio
 import sys
 
 from {{ cookiecutter.package_name }}.locks import LockNotAcquiredError, Locks
+from {{ cookiecutter.package_name }}.redis_settings import RedisSettings
 from {{ cookiecutter.package_name }}.redis_store import open_redis
-from {{ cookiecutter.package_name }}.settings import RedisSettings
 
 
 async def contend(url: str, prefix: str, seconds: float) -> None:

@@ -7,8 +7,8 @@ from fastapi import FastAPI, Response
 
 from {{ cookiecutter.package_name }}.idempotency import parse_key
 from {{ cookiecutter.package_name }}.idempotent_routes import make_idempotent
+from {{ cookiecutter.package_name }}.redis_settings import IdempotencySettings, RedisSettings
 from {{ cookiecutter.package_name }}.redis_store import open_redis
-from {{ cookiecutter.package_name }}.settings import IdempotencySettings, RedisSettings
 
 
 def key(value: str) -> dict[str, str]:

@@ -14,8 +14,8 @@ import pytest
 
 from {{ cookiecutter.package_name }}.jobs import heartbeat, run_periodic
 from {{ cookiecutter.package_name }}.locks import LockLostError, LockNotAcquiredError, Locks
+from {{ cookiecutter.package_name }}.redis_settings import RedisSettings
 from {{ cookiecutter.package_name }}.redis_store import RedisStore, open_redis
-from {{ cookiecutter.package_name }}.settings import RedisSettings
 from tests.tcp_proxy import TcpProxy
 
 if TYPE_CHECKING:

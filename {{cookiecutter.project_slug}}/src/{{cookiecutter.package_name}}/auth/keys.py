@@ -33,8 +33,8 @@ from {{ cookiecutter.package_name }}.background import in_background
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
+    from {{ cookiecutter.package_name }}.auth.settings import AuthSettings
     from {{ cookiecutter.package_name }}.http_client import OutboundClient
-    from {{ cookiecutter.package_name }}.settings import AuthSettings
 
 __all__ = ["KeySet", "KeysUnavailableError", "UnknownKeyError", "open_key_set"]
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
     from fastapi.dependencies.models import Dependant
 
-    from {{ cookiecutter.package_name }}.settings import AuthSettings
+    from {{ cookiecutter.package_name }}.auth.settings import AuthSettings
 
 __all__ = ["document_security"]
 

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from starlette.types import Scope
 
     from {{ cookiecutter.package_name }}.auth.keys import KeySet
-    from {{ cookiecutter.package_name }}.settings import AuthSettings
+    from {{ cookiecutter.package_name }}.auth.settings import AuthSettings
 
 __all__ = ["Authenticator", "InvalidTokenError", "Principal", "bearer_challenge"]
 
