@@ -142,10 +142,10 @@ async def test_redelivered_message_takes_effect_once(
     # The same message published twice goes through the broker and the worker once.
     again = item_created({"id": 8, "name": "again"})
     async with open_broker(broker_settings) as broker, worker(settings):
-        await broker.publish(again)
-        await broker.publish(again)
+        await broker.publish([again])
+        await broker.publish([again])
         await wait_for_count(database_url, AUDITED, 2)
-        await broker.publish(item_created({"id": 9, "name": "after"}))
+        await broker.publish([item_created({"id": 9, "name": "after"})])
         await wait_for_count(database_url, AUDITED, 3)
     assert await count(database_url, "SELECT count(*) FROM item_audit WHERE item_id = 8") == 1
 
@@ -155,12 +155,12 @@ async def test_failing_message_is_dead_lettered_and_the_worker_goes_on(
 ) -> None:
     settings = make_settings(database_url, broker=broker_settings)
     async with open_broker(broker_settings) as broker, worker(settings):
-        await broker.publish(item_created({"no": "id"}))  # the handler fails on every delivery
+        await broker.publish([item_created({"no": "id"})])  # the handler fails on every delivery
         malformed = item_created({"id": 1, "name": "x"})
         await broker.publish(
-            Message(malformed.id, malformed.type, malformed.time, malformed.payload, {})
+            [Message(malformed.id, malformed.type, malformed.time, malformed.payload, {})]
         )
-        await broker.publish(item_created({"id": 2, "name": "fine"}))
+        await broker.publish([item_created({"id": 2, "name": "fine"})])
         await wait_for_count(database_url, AUDITED, 1)
         for _ in range(200):
             if await broker.dead_letter_count() == 2:

@@ -112,6 +112,11 @@ class BrokerSettings(BaseModel):
     relay_max_backoff_seconds: float = Field(30.0, gt=0)
     outbox_retention_hours: float = Field(72.0, gt=0)
     concurrency: int = Field(16, ge=1, le=10_000)
+{%- if cookiecutter.broker == "nats" %}
+    # A message a worker took and neither acknowledged nor refused (the worker died) is
+    # delivered again after this long: longer than the slowest handler should take.
+    ack_wait_seconds: float = Field(30.0, gt=0)
+{%- endif %}
     max_deliveries: int = Field(5, ge=1, le=100)
     retry_backoff_seconds: float = Field(1.0, gt=0)
     retry_max_backoff_seconds: float = Field(60.0, gt=0)

@@ -24,15 +24,16 @@ from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage  # noqa: TC002 - FastStream reads the annotation at run time
 from nats.js.api import StreamConfig
 
-from {{ cookiecutter.package_name }}.messaging.delivery import Delivery, settle
-from {{ cookiecutter.package_name }}.messaging.envelope import DEAD_LETTER_REASON, Message
+from {{ cookiecutter.package_name }}.messaging.delivery import Batcher, Delivery
+from {{ cookiecutter.package_name }}.messaging.envelope import DEAD_LETTER_REASON, Message, PublishError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from {{ cookiecutter.package_name }}.messaging.consumer import Consumer, ConsumerObserver
     from {{ cookiecutter.package_name }}.resilience import CircuitBreaker
     from {{ cookiecutter.package_name }}.settings import BrokerSettings
 
-_ACK_WAIT_SECONDS = 30.0
 # JetStream stops redelivering after this many deliveries even if the worker died every
 # time (a crash, not a handler error): two more than the worker's own limit.
 _EXTRA_DELIVERIES = 2
@@ -54,6 +55,10 @@ class Broker:
         self.client = NatsBroker(
             settings.url.get_secret_value(),
             graceful_timeout=settings.worker_shutdown_seconds,
+            # Once connected, reconnect for as long as it takes (publishes fail by their
+            # timeout meanwhile); a first connect is bounded in `connect`.
+            max_reconnect_attempts=-1,
+            connect_timeout=max(1, round(settings.publish_timeout)),
             logger=None,  # the worker logs each message itself, as structured lines
         )
         self._connected = False
@@ -64,25 +69,43 @@ class Broker:
         async with self._lock:
             if self._connected:
                 return
-            await self.client.connect()
-            js = self.client.connection.jetstream(timeout=self.settings.publish_timeout)
-            await js.add_stream(StreamConfig(name=self.stream.name, subjects=[f"{self.subject}.>"]))
-            await js.add_stream(
-                StreamConfig(name=self.dead_stream, subjects=[f"{self.dead_subject}.>"])
-            )
+            # Within the publish timeout: unbounded, the client would retry for minutes.
+            async with asyncio.timeout(self.settings.publish_timeout):
+                await self.client.connect()
+                js = self.client.connection.jetstream(timeout=self.settings.publish_timeout)
+                await js.add_stream(
+                    StreamConfig(name=self.stream.name, subjects=[f"{self.subject}.>"])
+                )
+                await js.add_stream(
+                    StreamConfig(name=self.dead_stream, subjects=[f"{self.dead_subject}.>"])
+                )
             self._connected = True
 
-    async def publish(self, message: Message) -> None:
-        """Publish `message` and wait for JetStream's ack; the breaker guards it."""
+    async def publish(self, messages: Sequence[Message]) -> None:
+        """Publish `messages` in order, their acks awaited together; the breaker guards it.
+
+        Raises `PublishError` (naming the messages JetStream took) unless it took all.
+        """
         async with self.breaker.guard():
             await self.connect()
-            await self.client.publish(
-                message.body,
-                f"{self.subject}.{message.type}",
-                headers={**message.headers, "Nats-Msg-Id": str(message.id)},
-                stream=self.stream.name,
-                timeout=self.settings.publish_timeout,
+            results = await asyncio.gather(
+                *(self._publish(message) for message in messages), return_exceptions=True
             )
+            failures = [result for result in results if isinstance(result, BaseException)]
+            if failures:
+                taken = [
+                    m.id for m, result in zip(messages, results, strict=True) if result is None
+                ]
+                raise PublishError(taken, failures[0])
+
+    async def _publish(self, message: Message) -> None:
+        await self.client.publish(
+            message.body,
+            f"{self.subject}.{message.type}",
+            headers={**message.headers, "Nats-Msg-Id": str(message.id)},
+            stream=self.stream.name,
+            timeout=self.settings.publish_timeout,
+        )
 
     async def backlog(self) -> int:
         """Messages the worker consumer has not acknowledged yet (what KEDA scales on)."""
@@ -99,6 +122,7 @@ class Broker:
     def subscribe(self, consumer: Consumer, observer: ConsumerObserver | None) -> None:
         """Consume the events stream with `consumer` (before `start`)."""
         settings = self.settings
+        batcher = Batcher(consumer, settings, observer)
 
         @self.client.subscriber(
             f"{self.subject}.>",
@@ -106,7 +130,7 @@ class Broker:
             durable=self.durable,
             pull_sub=PullSub(batch_size=settings.concurrency, timeout=1.0),
             config=ConsumerConfig(
-                ack_wait=_ACK_WAIT_SECONDS,
+                ack_wait=settings.ack_wait_seconds,
                 max_deliver=settings.max_deliveries + _EXTRA_DELIVERIES,
                 max_ack_pending=settings.concurrency,
             ),
@@ -131,7 +155,7 @@ class Broker:
                 )
                 await message.reject()  # TERM: JetStream never redelivers it
 
-            await settle(
+            await batcher.settle(
                 Delivery(
                     headers,
                     body,
@@ -140,9 +164,6 @@ class Broker:
                     retry=retry,
                     dead_letter=dead_letter,
                 ),
-                consumer,
-                settings,
-                observer,
             )
 
     async def start(self) -> None:

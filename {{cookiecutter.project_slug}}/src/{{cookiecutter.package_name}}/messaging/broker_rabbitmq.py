@@ -22,10 +22,12 @@ from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange, Rabbit
 from faststream.rabbit.annotations import RabbitMessage  # noqa: TC002 - FastStream reads the annotation at run time
 from faststream.rabbit.schemas import Channel
 
-from {{ cookiecutter.package_name }}.messaging.delivery import Delivery, settle
-from {{ cookiecutter.package_name }}.messaging.envelope import DEAD_LETTER_REASON, Message
+from {{ cookiecutter.package_name }}.messaging.delivery import Batcher, Delivery
+from {{ cookiecutter.package_name }}.messaging.envelope import DEAD_LETTER_REASON, Message, PublishError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from {{ cookiecutter.package_name }}.messaging.consumer import Consumer, ConsumerObserver
     from {{ cookiecutter.package_name }}.resilience import CircuitBreaker
     from {{ cookiecutter.package_name }}.settings import BrokerSettings
@@ -63,30 +65,45 @@ class Broker:
         async with self._lock:
             if self._connected:
                 return
-            await self.client.connect()
-            await self.client.declare_exchange(self.exchange)
-            for queue in (self.retry_queue, self.dead_queue):
-                await self.client.declare_queue(queue)
-            declared = await self.client.declare_queue(self.queue)
-            await declared.bind(self.exchange.name, routing_key="#")
+            async with asyncio.timeout(self.settings.publish_timeout):
+                await self.client.connect()
+                await self.client.declare_exchange(self.exchange)
+                for queue in (self.retry_queue, self.dead_queue):
+                    await self.client.declare_queue(queue)
+                declared = await self.client.declare_queue(self.queue)
+                await declared.bind(self.exchange.name, routing_key="#")
             self._connected = True
 
-    async def publish(self, message: Message) -> None:
-        """Publish `message` and wait for the broker's confirm; the breaker guards it."""
+    async def publish(self, messages: Sequence[Message]) -> None:
+        """Publish `messages` in order, their confirms awaited together; the breaker guards it.
+
+        Raises `PublishError` (naming the messages the broker took) unless it took all.
+        """
         async with self.breaker.guard():
             await self.connect()
-            await self.client.publish(
-                message.body,
-                exchange=self.exchange,
-                routing_key=message.type,
-                headers=dict(message.headers),
-                message_id=str(message.id),
-                message_type=message.type,
-                timestamp=message.time,
-                content_type="application/json",
-                persist=True,
-                timeout=self.settings.publish_timeout,
+            results = await asyncio.gather(
+                *(self._publish(message) for message in messages), return_exceptions=True
             )
+            failures = [result for result in results if isinstance(result, BaseException)]
+            if failures:
+                taken = [
+                    m.id for m, result in zip(messages, results, strict=True) if result is None
+                ]
+                raise PublishError(taken, failures[0])
+
+    async def _publish(self, message: Message) -> None:
+        await self.client.publish(
+            message.body,
+            exchange=self.exchange,
+            routing_key=message.type,
+            headers=dict(message.headers),
+            message_id=str(message.id),
+            message_type=message.type,
+            timestamp=message.time,
+            content_type="application/json",
+            persist=True,
+            timeout=self.settings.publish_timeout,
+        )
 
     async def backlog(self) -> int:
         """Messages ready in the events queue (what KEDA scales the worker on)."""
@@ -107,6 +124,7 @@ class Broker:
     def subscribe(self, consumer: Consumer, observer: ConsumerObserver | None) -> None:
         """Consume the events queue with `consumer` (before `start`)."""
         settings = self.settings
+        batcher = Batcher(consumer, settings, observer)
 
         @self.client.subscriber(
             self.queue,
@@ -143,13 +161,10 @@ class Broker:
                 )
                 await message.ack()
 
-            await settle(
+            await batcher.settle(
                 Delivery(
                     headers, body, attempt, ack=message.ack, retry=retry, dead_letter=dead_letter
                 ),
-                consumer,
-                settings,
-                observer,
             )
 
     async def start(self) -> None:

@@ -15,7 +15,7 @@ import structlog
 from {{ cookiecutter.package_name }}.observability.logging import request_id_var, user_id_var
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
     from contextlib import AbstractContextManager
 
     from {{ cookiecutter.package_name }}.db import Connection, Database
@@ -29,6 +29,10 @@ log = structlog.get_logger(__name__)
 _RECORD = (
     "INSERT INTO processed_messages (consumer, message_id) VALUES ($1, $2) "
     "ON CONFLICT DO NOTHING RETURNING true"
+)
+_RECORD_MANY = (
+    "INSERT INTO processed_messages (consumer, message_id) "
+    "SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING message_id"
 )
 
 
@@ -101,6 +105,61 @@ class Consumer:
         finally:
             if self._observer is not None:
                 self._observer.handled(message.type, outcome, time.perf_counter() - started)
+            user_id_var.reset(user_token)
+            request_id_var.reset(request_token)
+
+    async def process_batch(self, messages: Sequence[Message]) -> None:
+        """Handle `messages` in one transaction, each message id once; raise if any fails.
+
+        All or nothing: when a handler (or the commit) fails, no effect and no record of
+        the batch stays, and the caller handles the messages one by one with `process`.
+        Each message is logged in its own trace as its handler returns (before the
+        commit; a batch that then fails is logged again one by one).
+        """
+        started = time.perf_counter()
+        outcomes: list[str] = []
+        handled = [message for message in messages if message.type in self._handlers]
+        if handled:
+            async with self._db.connection("consume") as connection, connection.transaction():
+                rows = await connection.fetch(
+                    _RECORD_MANY, self._name, [message.id for message in handled]
+                )
+                fresh = {row[0] for row in rows}
+                for message in messages:
+                    outcome = "ignored"
+                    if message.type in self._handlers:
+                        outcome = "duplicate"
+                        if message.id in fresh:
+                            fresh.discard(message.id)  # the same id twice in one batch
+                            outcome = "handled"
+                    await self._run_logged(connection, message, outcome)
+                    outcomes.append(outcome)
+        else:
+            outcomes = ["ignored"] * len(messages)
+        if self._observer is not None:
+            seconds = (time.perf_counter() - started) / len(messages)
+            for message, outcome in zip(messages, outcomes, strict=True):
+                self._observer.handled(message.type, outcome, seconds)
+
+    async def _run_logged(self, connection: Connection, message: Message, outcome: str) -> None:
+        request_token = request_id_var.set(message.request_id)
+        user_token = user_id_var.set(message.user_id)
+        span = (
+            self._continue_trace(message.headers, f"consume {message.type}")
+            if self._continue_trace is not None
+            else nullcontext()
+        )
+        try:
+            with span:
+                if outcome == "handled":
+                    await self._handlers[message.type](connection, message)
+                log.info(
+                    "message_processed",
+                    message_id=str(message.id),
+                    message_type=message.type,
+                    outcome=outcome,
+                )
+        finally:
             user_id_var.reset(user_token)
             request_id_var.reset(request_token)
 

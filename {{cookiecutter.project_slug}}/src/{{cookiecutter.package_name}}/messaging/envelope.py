@@ -10,9 +10,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
 
 MESSAGE_ID: Final = "message-id"
 MESSAGE_TYPE: Final = "message-type"
@@ -27,6 +30,15 @@ DEAD_LETTER_REASON: Final = "x-dead-letter-reason"
 
 class MalformedMessageError(Exception):
     """A delivery that is not one of our messages (missing headers, body not JSON)."""
+
+
+class PublishError(Exception):
+    """The broker did not take every message of a batch; `taken` are the ids it did take."""
+
+    def __init__(self, taken: Collection[uuid.UUID], cause: BaseException) -> None:
+        """`cause` is the first failure of the batch."""
+        super().__init__(str(cause) or type(cause).__name__)
+        self.taken = frozenset(taken)
 
 
 @dataclass(frozen=True, slots=True)

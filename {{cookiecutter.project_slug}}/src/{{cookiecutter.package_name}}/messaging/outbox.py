@@ -2,11 +2,20 @@
 
 `Outbox.add` inserts the event row on the caller's connection, inside the caller's
 transaction: the event exists exactly when the change it describes was committed. The
-`Relay` (one task in the API's lifespan) publishes the pending rows in id order and
-marks them sent. A transaction-scoped advisory lock lets one relay of all the replicas
-publish at a time, so rows are never published twice at once and keep their order. A
-broker outage only makes the relay back off (the broker's breaker fails fast meanwhile):
-API requests never wait for the broker.
+`Relay` (one task in the API's lifespan) moves the pending rows to the broker in id
+order, a batch at a time, in three steps that never hold a database transaction (or a
+pooled connection) across a broker call:
+
+1. claim: a short transaction takes a transaction-scoped advisory lock and, unless
+   another relay's claim is still live, leases the first pending rows
+   (`claimed_until`); so one relay of all the replicas publishes at a time and rows
+   keep their order;
+2. publish the batch with the broker's confirms awaited together (no connection held);
+3. mark the rows the broker took as sent and release the rest, in one statement.
+
+A relay that dies between 1 and 3 leaves a lease that expires, and the rows are
+published again (the worker dedupes by message id). A broker failure counts against the
+broker's breaker only, and makes the relay back off: API requests never wait for it.
 """
 
 from __future__ import annotations
@@ -28,11 +37,14 @@ from {{ cookiecutter.package_name }}.messaging.envelope import (
     REQUEST_ID,
     USER_ID,
     Message,
+    PublishError,
 )
 from {{ cookiecutter.package_name }}.observability.logging import request_id_var, user_id_var
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Sequence
+
+    import asyncpg
 
     from {{ cookiecutter.package_name }}.db import Connection, Database
     from {{ cookiecutter.package_name }}.settings import BrokerSettings
@@ -47,17 +59,33 @@ _INSERT = (
     "INSERT INTO outbox (message_id, type, payload, headers, created_at) "
     "VALUES ($1, $2, $3, $4, $5)"
 )
-_PENDING = (
-    "SELECT id, message_id, type, payload, headers, created_at FROM outbox "
-    "WHERE published_at IS NULL ORDER BY id LIMIT $1"
+# Leases the first pending rows, unless a claim (another relay's batch) is still live.
+_CLAIM = (
+    "UPDATE outbox SET claimed_until = clock_timestamp() + $2::interval "
+    "WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1) "
+    "AND NOT EXISTS (SELECT FROM outbox WHERE published_at IS NULL "
+    "AND claimed_until > clock_timestamp()) "
+    "RETURNING id, message_id, type, payload, headers, created_at"
 )
+# Marks the rows in $1 sent and releases the claim on every row in $2.
+_SETTLE = (
+    "UPDATE outbox SET claimed_until = NULL, "
+    "published_at = CASE WHEN id = ANY($1::bigint[]) THEN now() END "
+    "WHERE id = ANY($2::bigint[])"
+)
+# A claim outlives the slowest batch: connecting and publishing are each bounded by the
+# publish timeout.
+_LEASE_PUBLISH_TIMEOUTS = 4
 
 
 class Publisher(Protocol):
     """What the relay needs of the broker (`messaging.broker.Broker`)."""
 
-    async def publish(self, message: Message) -> None:
-        """Publish and wait until the broker has taken the message."""
+    async def publish(self, messages: Sequence[Message]) -> None:
+        """Publish in order; return once the broker took them all.
+
+        Raise `PublishError` naming the messages it took when it did not take them all.
+        """
 
 
 class Outbox:
@@ -91,6 +119,14 @@ class Outbox:
         self._written.clear()
 
 
+def _message(row: asyncpg.Record) -> Message:
+    headers = dict(row["headers"])
+    headers[MESSAGE_ID] = str(row["message_id"])
+    headers[MESSAGE_TYPE] = row["type"]
+    headers[MESSAGE_TIME] = row["created_at"].isoformat()
+    return Message(row["message_id"], row["type"], row["created_at"], row["payload"], headers)
+
+
 class Relay:
     """Publishes pending outbox rows in order; backs off while the broker is down."""
 
@@ -107,36 +143,37 @@ class Relay:
         self.published = 0
 
     async def publish_pending(self) -> int:
-        """Publish one batch of pending rows; return how many were published.
+        """Publish one batch of pending rows; return how many the broker took.
 
-        Rows published before a failure are marked sent in the same transaction, so
-        a failure in the middle of a batch never publishes the earlier rows again.
+        Rows the broker took are marked sent even when a later one of the batch failed,
+        so they are not published again; the failed ones wait for the next pass.
         """
-        sent: list[int] = []
+        rows = await self._claim()
+        if not rows:
+            return 0
+        messages = [_message(row) for row in rows]
+        taken: set[uuid.UUID] = set()
+        try:
+            await self._publisher.publish(messages)
+            taken.update(message.id for message in messages)
+        except PublishError as exc:
+            taken.update(exc.taken)
+            raise
+        finally:
+            sent = [row["id"] for row in rows if row["message_id"] in taken]
+            await self._db.execute(_SETTLE, sent, [row["id"] for row in rows])
+            self.published += len(sent)
+        return len(sent)
+
+    async def _claim(self) -> list[asyncpg.Record]:
+        lease = timedelta(seconds=_LEASE_PUBLISH_TIMEOUTS * self._settings.publish_timeout)
         async with self._db.connection("relay") as connection, connection.transaction():
             if not await connection.fetchval(
                 "SELECT pg_try_advisory_xact_lock($1)", RELAY_LOCK_KEY
             ):
-                return 0  # another replica's relay is publishing
-            rows = await connection.fetch(_PENDING, self._settings.relay_batch_size)
-            try:
-                for row in rows:
-                    headers = dict(row["headers"])
-                    headers[MESSAGE_ID] = str(row["message_id"])
-                    headers[MESSAGE_TYPE] = row["type"]
-                    headers[MESSAGE_TIME] = row["created_at"].isoformat()
-                    message = Message(
-                        row["message_id"], row["type"], row["created_at"], row["payload"], headers
-                    )
-                    await self._publisher.publish(message)
-                    sent.append(row["id"])
-            finally:
-                if sent:
-                    await connection.execute(
-                        "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", sent
-                    )
-        self.published += len(sent)
-        return len(sent)
+                return []  # another replica's relay is claiming
+            rows = await connection.fetch(_CLAIM, self._settings.relay_batch_size, lease)
+        return sorted(rows, key=lambda row: int(row["id"]))
 
     async def purge(self) -> None:
         """Delete published rows and processed-message records past the retention."""
@@ -189,7 +226,7 @@ class Relay:
         try:
             yield self
         finally:
-            # Let a batch in flight finish (no transaction cut short), then stop.
+            # Let a batch in flight finish (and its rows be marked sent), then stop.
             self._stopping.set()
             self._outbox.committed()
             try:
