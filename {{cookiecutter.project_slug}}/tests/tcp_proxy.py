@@ -35,6 +35,8 @@ class TcpProxy:
 
     `cut_on(marker)` drops every connection (without refusing new ones) the moment a
     client sends `marker`, to fail one exact statement, such as the pool's reset.
+    `stall_after(size)` forwards `size` more bytes from clients, then silently drops the
+    rest (answers still flow back): what was sent before is served, what follows is lost.
     """
 
     def __init__(self, database_url: str) -> None:
@@ -45,6 +47,7 @@ class TcpProxy:
         self.cut_off = False
         self.port = 0
         self._marker: bytes | None = None
+        self._budget: int | None = None
 
     @property
     def url(self) -> str:
@@ -73,6 +76,11 @@ class TcpProxy:
 
     def restore(self) -> None:
         self.cut_off = False
+        self._budget = None
+
+    def stall_after(self, size: int) -> None:
+        """Forward `size` more bytes from the clients, then drop what they send."""
+        self._budget = size
 
     def cut_on(self, marker: bytes | None) -> None:
         """Reset every connection as soon as a client sends `marker` (None: never)."""
@@ -106,6 +114,8 @@ class TcpProxy:
                 if watch and self._marker is not None and self._marker in data:
                     self._abort_all()
                     break
+                if watch and self._budget is not None:
+                    data, self._budget = data[: self._budget], max(0, self._budget - len(data))
                 writer.write(data)
                 await writer.drain()
         writer.transport.abort()

@@ -8,7 +8,9 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
-
+{% if cookiecutter.broker == "nats" %}
+import nats
+{%- endif %}
 from pydantic import SecretStr
 
 from {{ cookiecutter.package_name }}.app import create_worker
@@ -168,3 +170,31 @@ async def test_failing_message_is_dead_lettered_and_the_worker_goes_on(
             await asyncio.sleep(0.05)
         assert await broker.dead_letter_count() == 2
     assert await count(database_url, "SELECT count(*) FROM processed_messages") == 1
+{%- if cookiecutter.broker == "nats" %}
+
+
+async def test_messages_of_a_dead_worker_come_back_after_the_ack_wait(
+    database_url: str, broker_settings: BrokerSettings
+) -> None:
+    """What a killed worker held unacknowledged is delivered again after `ack_wait_seconds`."""
+    broker_settings = broker_settings.model_copy(update={"ack_wait_seconds": 2.0})
+    settings = make_settings(database_url, broker=broker_settings)
+    prefix = broker_settings.prefix
+    async with worker(settings):  # declares the durable consumer with its settings
+        pass
+    async with open_broker(broker_settings) as broker:
+        await broker.publish([item_created({"id": n, "name": f"held{n}"}) for n in range(5)])
+    # A worker that takes the messages and dies before acknowledging them.
+    client = await nats.connect(broker_settings.url.get_secret_value())
+    try:
+        js = client.jetstream()
+        info = await js.consumer_info(f"{prefix}_events", f"{prefix}_worker")
+        assert info.config.ack_wait == 2.0
+        held = await js.pull_subscribe_bind(f"{prefix}_worker", f"{prefix}_events")
+        assert len(await held.fetch(5, timeout=5)) == 5
+    finally:
+        await client.close()
+    async with worker(settings):
+        # Well before the 30 s that used to be fixed.
+        await wait_for_count(database_url, AUDITED, 5, timeout=12)
+{%- endif %}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
@@ -10,6 +12,8 @@ from pydantic import SecretStr
 
 from {{ cookiecutter.package_name }}.messaging.envelope import Message
 from {{ cookiecutter.package_name }}.observability.logging import request_id_var
+from {{ cookiecutter.package_name }}.resilience import CircuitState
+from tests.broker_server import queued_messages
 from tests.conftest import make_settings, serving
 from tests.messaging import (
     count,
@@ -18,6 +22,8 @@ from tests.messaging import (
 from tests.tcp_proxy import TcpProxy
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from fastapi import FastAPI
 
     from {{ cookiecutter.package_name }}.settings import BrokerSettings
@@ -26,12 +32,31 @@ PENDING = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
 SENT = "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL"
 
 
-async def add_events(app: FastAPI, count_: int) -> None:
+async def add_events(app: FastAPI, count_: int, padding: int = 0) -> None:
     """Write `count_` events in one transaction, as a request handler would."""
     async with app.state.db.connection() as connection, connection.transaction():
         for number in range(count_):
-            await app.state.outbox.add(connection, "test.event", {"number": number})
+            payload = {"number": number, "padding": "x" * padding}
+            await app.state.outbox.add(connection, "test.event", payload)
     app.state.outbox.committed()
+
+
+def through_proxy(settings: BrokerSettings, proxy: TcpProxy, **overrides: object) -> BrokerSettings:
+    """`settings` with the broker reached through `proxy` (started)."""
+    parts = urlsplit(settings.url.get_secret_value())
+    netloc = parts.netloc.rsplit(":", 1)[0] if parts.port else parts.netloc
+    url = urlunsplit(parts._replace(netloc=f"{netloc}:{proxy.port}"))
+    return settings.model_copy(update={"url": SecretStr(url), **overrides})
+
+
+async def wait_until(condition: Callable[[], Awaitable[bool]], timeout: float) -> None:  # noqa: ASYNC109
+    """Poll `condition` until it holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            msg = f"not true after {timeout}s"
+            raise AssertionError(msg)
+        await asyncio.sleep(0.05)
 
 
 async def test_relay_publishes_every_row_and_marks_it_sent(
@@ -70,16 +95,10 @@ async def test_broker_outage_delays_events_and_loses_none(
     database_url: str, broker_settings: BrokerSettings
 ) -> None:
     """Cut the broker's TCP connections: rows wait, then all are published once it is back."""
-    parts = urlsplit(broker_settings.url.get_secret_value())
     proxy = TcpProxy(broker_settings.url.get_secret_value())
     await proxy.start()
-    netloc = parts.netloc.rsplit(":", 1)[0] if parts.port else parts.netloc
-    through_proxy = urlunsplit(parts._replace(netloc=f"{netloc}:{proxy.port}"))
     settings = make_settings(
-        database_url,
-        broker=broker_settings.model_copy(
-            update={"url": SecretStr(through_proxy), "publish_timeout": 1.0}
-        ),
+        database_url, broker=through_proxy(broker_settings, proxy, publish_timeout=1.0)
     )
     try:
         async with serving(settings) as (app, _):
@@ -91,6 +110,110 @@ async def test_broker_outage_delays_events_and_loses_none(
             assert await count(database_url, PENDING) == 4
             proxy.restore()
             await wait_for_count(database_url, SENT, 7, timeout=60)
+    finally:
+        await proxy.stop()
+
+
+async def test_broker_outage_never_opens_the_database_circuit(
+    database_url: str, broker_settings: BrokerSettings
+) -> None:
+    """Publish failures count against the broker's breaker, never the database's."""
+    proxy = TcpProxy(broker_settings.url.get_secret_value())
+    await proxy.start()
+    proxy.cut()
+    settings = make_settings(
+        database_url, broker=through_proxy(broker_settings, proxy, publish_timeout=0.5)
+    )
+    try:
+        async with serving(settings) as (app, client):
+            await add_events(app, 3)
+            broker_breaker = app.state.broker.breaker
+
+            async def broker_circuit_opened() -> bool:
+                return bool(broker_breaker.state is CircuitState.OPEN)
+
+            # Five failed relay passes open the broker's circuit (and, counted against
+            # the database, would have opened the database's too).
+            await wait_until(broker_circuit_opened, timeout=30)
+            assert app.state.db.breaker.state is CircuitState.CLOSED
+            ready = await client.get("/health/ready")
+            assert ready.status_code == 200, ready.text
+            assert await count(database_url, PENDING) == 3
+            proxy.restore()
+            await wait_for_count(database_url, SENT, 3, timeout=60)
+    finally:
+        await proxy.stop()
+
+
+async def test_rows_the_broker_took_before_a_failure_are_not_published_again(
+    database_url: str, broker_settings: BrokerSettings
+) -> None:
+    """The connection stalls in the middle of a batch: what the broker confirmed is sent."""
+    proxy = TcpProxy(broker_settings.url.get_secret_value())
+    await proxy.start()
+    settings = make_settings(
+        database_url, broker=through_proxy(broker_settings, proxy, publish_timeout=1.0)
+    )
+    padding = 4000
+    try:
+        async with serving(settings) as (app, _):
+            await add_events(app, 1)
+            await wait_for_count(database_url, SENT, 1)
+            # About three of the next ten messages reach the broker; the rest are lost.
+            proxy.stall_after(int(3.5 * padding))
+            await add_events(app, 10, padding=padding)
+
+            async def some_taken_and_marked() -> bool:
+                sent = await count(database_url, SENT)
+                return 1 < sent < 11 and sent == await queued_messages(broker_settings)
+
+            await wait_until(some_taken_and_marked, timeout=20)
+            proxy.cut()  # the stalled connection is useless now: the client reconnects
+            proxy.restore()
+            await wait_for_count(database_url, SENT, 11, timeout=60)
+        # Each row reached the broker once (RabbitMQ keeps duplicates; JetStream would
+        # drop them by message id).
+        assert await queued_messages(broker_settings) == 11
+    finally:
+        await proxy.stop()
+
+
+async def test_unreachable_broker_at_start_fails_fast_and_holds_no_transaction(
+    database_url: str, broker_settings: BrokerSettings
+) -> None:
+    """The first connect is bounded by the publish timeout; no transaction waits on it."""
+    proxy = TcpProxy(broker_settings.url.get_secret_value())
+    await proxy.start()
+    proxy.cut()
+    service = f"outbox-start-{uuid.uuid4().hex[:8]}"
+    settings = make_settings(
+        database_url,
+        service_name=service,
+        broker=through_proxy(broker_settings, proxy, publish_timeout=1.0),
+    )
+    # A transaction waiting on the broker would sit idle for the connect attempt (a
+    # second here); the relay's own claim is idle only between its statements.
+    idle_in_transaction = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+        "AND state LIKE 'idle in transaction%' "
+        "AND clock_timestamp() - xact_start > interval '0.5 seconds'"
+    )
+    try:
+        async with serving(settings) as (app, _):
+            await add_events(app, 2)
+            broker_breaker = app.state.broker.breaker
+            seen_in_transaction = 0
+
+            async def broker_circuit_opened() -> bool:
+                nonlocal seen_in_transaction
+                seen_in_transaction += await count(database_url, idle_in_transaction, service)
+                return bool(broker_breaker.state is CircuitState.OPEN)
+
+            # Five connect attempts of at most a second each (the client alone would
+            # retry one for about two minutes).
+            await wait_until(broker_circuit_opened, timeout=30)
+            assert seen_in_transaction == 0
+            assert app.state.db.breaker.state is CircuitState.CLOSED
     finally:
         await proxy.stop()
 

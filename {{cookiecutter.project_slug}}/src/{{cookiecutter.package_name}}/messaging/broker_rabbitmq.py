@@ -92,6 +92,11 @@ class Broker:
                 raise PublishError(taken, failures[0])
 
     async def _publish(self, message: Message) -> None:
+        # aio-pika waits for a confirm past its own timeout on a stalled connection.
+        async with asyncio.timeout(self.settings.publish_timeout):
+            await self._send(message)
+
+    async def _send(self, message: Message) -> None:
         await self.client.publish(
             message.body,
             exchange=self.exchange,
