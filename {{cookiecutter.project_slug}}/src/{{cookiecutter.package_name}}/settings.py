@@ -111,7 +111,7 @@ class BrokerSettings(BaseModel):
     relay_poll_seconds: float = Field(0.5, gt=0)
     relay_max_backoff_seconds: float = Field(30.0, gt=0)
     outbox_retention_hours: float = Field(72.0, gt=0)
-    concurrency: int = Field(16, ge=1, le=10_000)
+    concurrency: int = Field(64, ge=1, le=10_000)
 {%- if cookiecutter.broker == "nats" %}
     # A message a worker took and neither acknowledged nor refused (the worker died) is
     # delivered again after this long: longer than the slowest handler should take.

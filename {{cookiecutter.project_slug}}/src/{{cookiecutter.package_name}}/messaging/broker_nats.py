@@ -128,7 +128,9 @@ class Broker:
             f"{self.subject}.>",
             stream=self.stream,
             durable=self.durable,
-            pull_sub=PullSub(batch_size=settings.concurrency, timeout=1.0),
+            # A quarter of the window per fetch, so that a fetch fills while the rest is being
+            # handled; a short timeout, as a fetch waits for its whole batch until then.
+            pull_sub=PullSub(batch_size=max(1, settings.concurrency // 4), timeout=0.1),
             config=ConsumerConfig(
                 ack_wait=settings.ack_wait_seconds,
                 max_deliver=settings.max_deliveries + _EXTRA_DELIVERIES,

@@ -1,7 +1,11 @@
-"""Handling one message: idempotently, in the caller's trace, with its request and user ids.
+"""Handling messages: idempotently, in batches, each in its caller's trace and request ids.
 
-The broker module decodes a delivery and calls `Consumer.process`; what to do with the
-delivery afterwards (ack, retry later, dead-letter) is decided from its outcome there.
+A handler takes the messages of its type that arrived together (one or more) on one
+connection, inside the transaction that records them as processed: one round trip can
+then do the work of a batch (`executemany`). The broker module decodes deliveries and
+calls `Consumer.process_batch` (or `Consumer.process` for one message); what to do
+with each delivery afterwards (ack, retry later, dead-letter) is decided in
+`messaging.delivery`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ if TYPE_CHECKING:
     from {{ cookiecutter.package_name }}.db import Connection, Database
     from {{ cookiecutter.package_name }}.messaging.envelope import Message
 
-    Handler = Callable[[Connection, Message], Awaitable[None]]
+    Handler = Callable[[Connection, Sequence[Message]], Awaitable[None]]
     TraceContinuation = Callable[[Mapping[str, str], str], AbstractContextManager[object]]
 
 log = structlog.get_logger(__name__)
@@ -113,35 +117,36 @@ class Consumer:
 
         All or nothing: when a handler (or the commit) fails, no effect and no record of
         the batch stays, and the caller handles the messages one by one with `process`.
-        Each message is logged in its own trace as its handler returns (before the
-        commit; a batch that then fails is logged again one by one).
         """
         started = time.perf_counter()
-        outcomes: list[str] = []
-        handled = [message for message in messages if message.type in self._handlers]
-        if handled:
-            async with self._db.connection("consume") as connection, connection.transaction():
-                rows = await connection.fetch(
-                    _RECORD_MANY, self._name, [message.id for message in handled]
-                )
-                fresh = {row[0] for row in rows}
-                for message in messages:
-                    outcome = "ignored"
-                    if message.type in self._handlers:
-                        outcome = "duplicate"
-                        if message.id in fresh:
-                            fresh.discard(message.id)  # the same id twice in one batch
-                            outcome = "handled"
-                    await self._run_logged(connection, message, outcome)
-                    outcomes.append(outcome)
-        else:
-            outcomes = ["ignored"] * len(messages)
-        if self._observer is not None:
-            seconds = (time.perf_counter() - started) / len(messages)
-            for message, outcome in zip(messages, outcomes, strict=True):
-                self._observer.handled(message.type, outcome, seconds)
+        outcomes = await self._run_batch(messages)
+        seconds = (time.perf_counter() - started) / len(messages)
+        for message, outcome in zip(messages, outcomes, strict=True):
+            self._finished(message, outcome, seconds)
 
-    async def _run_logged(self, connection: Connection, message: Message, outcome: str) -> None:
+    async def _run_batch(self, messages: Sequence[Message]) -> list[str]:
+        ids = [message.id for message in messages if message.type in self._handlers]
+        if not ids:
+            return ["ignored"] * len(messages)
+        async with self._db.connection("consume") as connection, connection.transaction():
+            fresh = {row[0] for row in await connection.fetch(_RECORD_MANY, self._name, ids)}
+            outcomes: list[str] = []
+            by_type: dict[str, list[Message]] = {}
+            for message in messages:
+                if message.type not in self._handlers:
+                    outcomes.append("ignored")
+                elif message.id in fresh:
+                    fresh.discard(message.id)  # the same id twice in one batch: once
+                    by_type.setdefault(message.type, []).append(message)
+                    outcomes.append("handled")
+                else:
+                    outcomes.append("duplicate")
+            for message_type, batch in by_type.items():
+                await self._handlers[message_type](connection, batch)
+        return outcomes
+
+    def _finished(self, message: Message, outcome: str, seconds: float) -> None:
+        """Log (in the message's trace, with its request and user ids) and count it."""
         request_token = request_id_var.set(message.request_id)
         user_token = user_id_var.set(message.user_id)
         span = (
@@ -151,8 +156,6 @@ class Consumer:
         )
         try:
             with span:
-                if outcome == "handled":
-                    await self._handlers[message.type](connection, message)
                 log.info(
                     "message_processed",
                     message_id=str(message.id),
@@ -162,6 +165,8 @@ class Consumer:
         finally:
             user_id_var.reset(user_token)
             request_id_var.reset(request_token)
+        if self._observer is not None:
+            self._observer.handled(message.type, outcome, seconds)
 
     async def _run_once(self, message: Message) -> str:
         handler = self._handlers.get(message.type)
@@ -170,5 +175,5 @@ class Consumer:
         async with self._db.connection("consume") as connection, connection.transaction():
             if not await connection.fetchval(_RECORD, self._name, message.id):
                 return "duplicate"
-            await handler(connection, message)
+            await handler(connection, [message])
         return "handled"

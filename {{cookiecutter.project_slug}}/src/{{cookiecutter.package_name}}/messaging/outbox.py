@@ -161,15 +161,23 @@ class Relay:
             raise
         finally:
             sent = [row["id"] for row in rows if row["message_id"] in taken]
-            await self._db.execute(_SETTLE, sent, [row["id"] for row in rows])
+            async with self._db.connection("relay") as connection, connection.transaction():
+                # Not flushed either: a mark lost in a crash publishes the rows again,
+                # which the consumers' dedupe absorbs.
+                await connection.execute("SET LOCAL synchronous_commit = off")
+                await connection.execute(_SETTLE, sent, [row["id"] for row in rows])
             self.published += len(sent)
         return len(sent)
 
     async def _claim(self) -> list[asyncpg.Record]:
         lease = timedelta(seconds=_LEASE_PUBLISH_TIMEOUTS * self._settings.publish_timeout)
         async with self._db.connection("relay") as connection, connection.transaction():
+            # Not waiting for the commit to be flushed: a claim lost in a crash only
+            # lets the rows be claimed again at once.
             if not await connection.fetchval(
-                "SELECT pg_try_advisory_xact_lock($1)", RELAY_LOCK_KEY
+                "SELECT pg_try_advisory_xact_lock($1) "
+                "AND set_config('synchronous_commit', 'off', true) = 'off'",
+                RELAY_LOCK_KEY,
             ):
                 return []  # another replica's relay is claiming
             rows = await connection.fetch(_CLAIM, self._settings.relay_batch_size, lease)
