@@ -164,6 +164,7 @@ def main() -> None:
             try:
                 with running_worker(database, broker) as worker:
                     figures = asyncio.run(api_side(database, broker, args, [worker.process.pid]))
+                    worker.stop()
             finally:
                 asyncio.run(delete_topology(broker))
     finally:
