@@ -40,7 +40,7 @@ import asyncpg
 
 # The baked project's modules and test helpers: `bench/run.py` puts it on PYTHONPATH.
 from tests.broker_server import broker_server, delete_topology
-from tests.messaging import broker_env, running_worker
+from tests.messaging import running_worker
 from tests.postgres import create_database, drop_database
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -58,7 +58,7 @@ def own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def write_events(app: Any, args: argparse.Namespace) -> None:  # noqa: ANN401 - the baked project's FastAPI app
+async def write_events(app: Any, args: argparse.Namespace) -> None:
     """Commit `args.events` item.created events from `args.writers` concurrent "requests".
 
     Each commits `args.per_commit` events per transaction; together they offer
@@ -74,7 +74,10 @@ async def write_events(app: Any, args: argparse.Namespace) -> None:  # noqa: ANN
                 delay = started + first / args.rate - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            async with app.state.db.connection() as connection, connection.transaction():
+            async with (
+                app.state.db.connection() as connection,
+                connection.transaction(),
+            ):
                 for number in range(first, min(first + args.per_commit, args.events)):
                     payload = {"id": number, "name": f"e{number}"}
                     await outbox.add(connection, "item.created", payload)
@@ -83,7 +86,7 @@ async def write_events(app: Any, args: argparse.Namespace) -> None:  # noqa: ANN
     await asyncio.gather(*(writer() for _ in range(args.writers)))
 
 
-async def wait_handled(database_url: str, total: int, timeout: float) -> None:  # noqa: ASYNC109
+async def wait_handled(database_url: str, total: int, timeout: float) -> None:
     """Poll until the worker has handled `total` events."""
     connection = await asyncpg.connect(database_url)
     try:
@@ -111,13 +114,16 @@ FROM item_audit
 
 
 async def api_side(
-    database_url: str, broker: Any, args: argparse.Namespace, worker_pid: list[int]  # noqa: ANN401 - the project's BrokerSettings
+    database_url: str, broker: Any, args: argparse.Namespace, worker_pid: list[int]
 ) -> dict[str, float]:
     """Run the app with its relay, write the events, wait for the worker; return figures."""
     from_app = __import__(f"{args.package}.app", fromlist=["create_app"])
     from_settings = __import__(f"{args.package}.settings", fromlist=["Settings"])
     settings = from_settings.Settings(
-        database_url=database_url, environment="test", broker=broker, log={"level": "WARNING"}
+        database_url=database_url,
+        environment="test",
+        broker=broker,
+        log={"level": "WARNING"},
     )
     app = from_app.create_app(settings)
     async with app.router.lifespan_context(app):
@@ -148,13 +154,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, required=True, help="the baked project")
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--writers", type=int, default=16, help="concurrent API transactions")
-    parser.add_argument("--per-commit", type=int, default=1, help="events per API transaction")
-    parser.add_argument("--rate", type=float, default=0.0, help="events/s offered (0: flat out)")
+    parser.add_argument(
+        "--writers", type=int, default=16, help="concurrent API transactions"
+    )
+    parser.add_argument(
+        "--per-commit", type=int, default=1, help="events per API transaction"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="events/s offered (0: flat out)"
+    )
     args = parser.parse_args()
     args.package = next(args.project.glob("src/*/messaging")).parent.name
     server = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    settings_module = __import__(f"{args.package}.settings", fromlist=["BrokerSettings"])
+    settings_module = __import__(
+        f"{args.package}.settings", fromlist=["BrokerSettings"]
+    )
     database = asyncio.run(create_database(server, prefix="outbox"))
     try:
         with broker_server() as url:
@@ -163,15 +177,19 @@ def main() -> None:
             )
             try:
                 with running_worker(database, broker) as worker:
-                    figures = asyncio.run(api_side(database, broker, args, [worker.process.pid]))
+                    figures = asyncio.run(
+                        api_side(database, broker, args, [worker.process.pid])
+                    )
                     worker.stop()
             finally:
                 asyncio.run(delete_topology(broker))
     finally:
         asyncio.run(drop_database(server, database))
-    print(f"{'events':>26}: {figures.pop('events'):.0f} ({args.writers} writers, "
-          f"{args.per_commit} per commit, "
-          f"offered {'flat out' if not args.rate else f'{args.rate:g}/s'})")
+    print(
+        f"{'events':>26}: {figures.pop('events'):.0f} ({args.writers} writers, "
+        f"{args.per_commit} per commit, "
+        f"offered {'flat out' if not args.rate else f'{args.rate:g}/s'})"
+    )
     for name, value in figures.items():
         print(f"{name:>26}: {value:.3f}")
 
