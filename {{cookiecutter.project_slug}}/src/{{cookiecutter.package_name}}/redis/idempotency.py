@@ -1,6 +1,6 @@
 """Idempotency keys for unsafe requests (draft-ietf-httpapi-idempotency-key-header).
 
-A route opts in with `idempotent_routes.make_idempotent` (see `app.py`): its ASGI app is
+A route opts in with `idempotent_routes.make_idempotent` (see `redis.part`): its ASGI app is
 wrapped, so routes that do not opt in pay nothing. For a request that carries an
 ``Idempotency-Key``, scoped to the caller:
 

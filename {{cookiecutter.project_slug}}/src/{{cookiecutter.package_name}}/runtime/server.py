@@ -91,7 +91,7 @@ class Supervisor(Multiprocess):
     uvicorn's supervisor keeps its copy of the listening socket until it exits, after
     every worker has stopped accepting: connections arriving meanwhile are queued by
     the kernel, then reset. Here, once the workers have been told to stop (they drain
-    for ``drain_seconds``, see `lifecycle.Drain`), the socket stops taking new
+    for ``drain_seconds``, see `lifecycle.drain.Drain`), the socket stops taking new
     connections shortly before they stop accepting, they accept what is queued, and
     the supervisor closes its copy: from then on a connection is refused, never reset.
     Retiring single workers (SIGHUP, SIGTTOU) is unchanged, the others keep serving.

@@ -30,7 +30,7 @@ __all__ = ["AccessLog"]
 class AccessLog:
     """Writes the access line, ``event="request"``, once per request.
 
-    Made by ``log_config.configure_logging`` in JSON mode, it builds and renders the line
+    Made by ``config.configure_logging`` in JSON mode, it builds and renders the line
     itself: the fields, their order and their redaction are those of a structlog
     line through the configured processors, at about a third of the cost, which
     the access line can afford to skip because the middleware controls every

@@ -6,7 +6,7 @@ Two paths produce the same line shape:
   with orjson and writes them to ``sys.stdout.buffer``. This is the hot path.
 * The standard library (uvicorn, asyncio, third-party libraries) goes through
   :class:`structlog.stdlib.ProcessorFormatter`, installed by the dict that
-  ``log_config.uvicorn_log_config`` returns. It is slower, but these lines are rare.
+  ``config.uvicorn_log_config`` returns. It is slower, but these lines are rare.
 
 Every line carries ``timestamp`` (ISO 8601, UTC), ``level``, ``logger``,
 ``event``, ``service``, ``version`` and ``environment``. Lines logged while a
@@ -22,12 +22,12 @@ Usage in application code::
     log.info("item_created", item_id=item.id)
 
 For a logger used on every request, bind it once (``.bind()``) after
-``log_config.configure_logging`` has run: calls on the lazy proxy that
+``config.configure_logging`` has run: calls on the lazy proxy that
 ``get_logger`` returns cost about 1 µs more each.
 
 This module holds what every line carries: the request context (`request_id_var`,
-`user_id_var`) and the envelope of common fields. `log_config` sets the two paths up,
-`access_log` writes the access line, `redaction` keeps secrets out of every line.
+`user_id_var`) and the envelope of common fields. `config` sets the two paths up,
+`access` writes the access line, `redaction` keeps secrets out of every line.
 """
 
 from __future__ import annotations

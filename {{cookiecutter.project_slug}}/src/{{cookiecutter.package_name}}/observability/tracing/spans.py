@@ -1,6 +1,6 @@
 """Tracing of requests and messages: W3C Trace Context always, OTLP export when configured.
 
-Two modes, chosen at start-up by ``trace_export.configure_tracing``:
+Two modes, chosen at start-up by ``export.configure_tracing``:
 
 * Propagation only (the default: no OTLP endpoint configured). The request
   hook :class:`RequestTracing` (run by the service middleware) parses
@@ -25,7 +25,7 @@ hook adds none, so there is never more than one SERVER span per request.
 
 This module traces what comes in (requests, messages) and carries a trace into a
 message (`trace_headers`); `client_spans` traces the calls the service makes,
-`traceparent` and `tracestate` parse the headers, `trace_export` sets up OTLP.
+`traceparent` and `tracestate` parse the headers, `export` sets up OTLP.
 """
 
 from __future__ import annotations
