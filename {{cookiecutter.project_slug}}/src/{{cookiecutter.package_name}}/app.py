@@ -83,6 +83,7 @@ def log_breaker_change(breaker: CircuitBreaker, old: CircuitState, new: CircuitS
 
 def add_defaults(parts: Parts, settings: Settings, deadlines: Deadlines) -> AccessLog:
     """What every process of the service has: traces, metrics, logs, the database."""
+    parts.breaker_listeners.append(log_breaker_change)
 {%- if cookiecutter.tracing == "opentelemetry" %}
     add_tracing(
         parts,
@@ -95,7 +96,6 @@ def add_defaults(parts: Parts, settings: Settings, deadlines: Deadlines) -> Acce
     add_metrics(parts)
 {%- endif %}
     access_log = setup_logging(settings, parts)
-    parts.breaker_listeners.insert(0, log_breaker_change)
     add_database(
         parts,
         settings.dsn,
