@@ -290,6 +290,9 @@ def create_app(settings: Settings) -> FastAPI:
                 max_in_flight=settings.limits.max_in_flight,
                 service=settings.service_name,
                 version=__version__,
+{%- if cookiecutter.metrics == "prometheus" %}
+                on_ready=metrics.readiness_checked,
+{%- endif %}
             )
             await stack.enter_async_context(loop_monitor.running())
             stack.enter_context(drain.installed())
