@@ -84,15 +84,16 @@ def sli_queries(config: dict[str, Any]) -> dict[str, tuple[str, str]]:
     api = f'job="{job}",{config["service"]["api_selector"]}'
     le = le_label(config["latency"]["threshold_seconds"])
     total = f"sum by (job) (rate(http_requests_total{{{api}}}[$window]))"
+    count = f"sum by (job) (rate(http_request_duration_seconds_count{{{api}}}[$window]))"
+    bucket = "http_request_duration_seconds_bucket"
     return {
         "availability": (
             f'sum by (job) (rate(http_requests_total{{{api},status=~"5.."}}[$window]))',
             total,
         ),
         "latency": (
-            f"sum by (job) (rate(http_request_duration_seconds_count{{{api}}}[$window]))\n"
-            f'  - sum by (job) (rate(http_request_duration_seconds_bucket{{{api},le="{le}"}}[$window]))',
-            f"sum by (job) (rate(http_request_duration_seconds_count{{{api}}}[$window]))",
+            f'{count}\n  - sum by (job) (rate({bucket}{{{api},le="{le}"}}[$window]))',
+            count,
         ),
     }
 
@@ -118,18 +119,18 @@ def slo_rules(config: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[s
         for window in WINDOWS:
             expr = f"(\n  {bad}\n)\n/\n{total}".replace("$window", window)
             recordings.append({"record": RECORD + window, "expr": expr, "labels": labels})
-        recordings.append(
-            {"record": "job_slo:objective:ratio", "expr": f"vector({1 - budget(config, slo):g})",
-             "labels": {**labels, "job": job}}
-        )
         error_budget = budget(config, slo)
+        selector = f'{{job="{job}",slo="{slo}"}}'
         for severity, pairs in BURN_RATES.items():
             conditions = [
-                f'(\n  {RECORD}{long}{{job="{job}",slo="{slo}"}} > ({rate:g} * {error_budget:g})\n'
-                f'  and\n  {RECORD}{short}{{job="{job}",slo="{slo}"}} > ({rate:g} * {error_budget:g})\n)'
+                f"(\n  {RECORD}{long}{selector} > ({rate:g} * {error_budget:g})\n"
+                f"  and\n  {RECORD}{short}{selector} > ({rate:g} * {error_budget:g})\n)"
                 for long, short, rate in pairs
             ]
-            windows = " or ".join(f"{rate:g}x over {long} and {short}" for long, short, rate in pairs)
+            windows = " or ".join(
+                f"{rate:g}x over {long} and {short}" for long, short, rate in pairs
+            )
+            speed = "fast" if severity == "page" else "slowly"
             what = (
                 "answering with a 5xx"
                 if slo == "availability"
@@ -143,7 +144,7 @@ def slo_rules(config: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[s
                     "annotations": {
                         "summary": (
                             f"The API's {slo} error budget ({config[slo]['objective']}% over "
-                            f"{config[slo]['window']}) is burning {'fast' if severity == 'page' else 'slowly'}: "
+                            f"{config[slo]['window']}) is burning {speed}: "
                             f"too many requests {what} ({windows})"
                         ),
                         "runbook_url": runbook_link(config, slo_alert_name(slo, severity)),
@@ -158,12 +159,17 @@ def runbook_link(config: dict[str, Any], alert: str) -> str:
     return f"{config['service']['runbook_url']}#{alert.lower()}"
 
 
-def fragment_alerts(config: dict[str, Any], fragments: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+def fragment_alerts(
+    config: dict[str, Any], fragments: list[tuple[str, dict[str, Any]]]
+) -> list[dict[str, Any]]:
     """The fragments' alerts as Prometheus alerting rules."""
     rules = []
     for _, fragment in fragments:
         for alert in fragment.get("alert", []):
-            rule: dict[str, Any] = {"alert": alert["name"], "expr": substitute(alert["expr"].strip(), config)}
+            rule: dict[str, Any] = {
+                "alert": alert["name"],
+                "expr": substitute(alert["expr"].strip(), config),
+            }
             if alert["for"] != "0m":
                 rule["for"] = alert["for"]
             rule["labels"] = {"severity": alert["severity"]}
@@ -175,7 +181,9 @@ def fragment_alerts(config: dict[str, Any], fragments: list[tuple[str, dict[str,
     return rules
 
 
-def rule_groups(config: dict[str, Any], fragments: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+def rule_groups(
+    config: dict[str, Any], fragments: list[tuple[str, dict[str, Any]]]
+) -> list[dict[str, Any]]:
     """Every rule group: SLO recordings, SLO alerts, the fragments' alerts."""
     job = config["service"]["job"]
     recordings, alerts = slo_rules(config)
@@ -216,14 +224,26 @@ def slo_tests(config: dict[str, Any], alerts: list[dict[str, Any]]) -> list[dict
             eval_time = f"{minutes}m"
             if slo == "availability":
                 series = [
-                    series_line("http_requests_total", {**api, "status": "200"}, 100 - bad_per_minute, minutes),
-                    series_line("http_requests_total", {**api, "status": "503"}, bad_per_minute, minutes),
+                    series_line(
+                        "http_requests_total",
+                        {**api, "status": "200"},
+                        100 - bad_per_minute,
+                        minutes,
+                    ),
+                    series_line(
+                        "http_requests_total", {**api, "status": "503"}, bad_per_minute, minutes
+                    ),
                 ]
             else:
                 base = {k: v for k, v in api.items() if k != "status"}
                 series = [
                     series_line("http_request_duration_seconds_count", base, 100, minutes),
-                    series_line("http_request_duration_seconds_bucket", {**base, "le": le}, 100 - bad_per_minute, minutes),
+                    series_line(
+                        "http_request_duration_seconds_bucket",
+                        {**base, "le": le},
+                        100 - bad_per_minute,
+                        minutes,
+                    ),
                 ]
             expected = []
             if fires:
@@ -231,22 +251,37 @@ def slo_tests(config: dict[str, Any], alerts: list[dict[str, Any]]) -> list[dict
                 expected = [{"exp_labels": labels, "exp_annotations": alert["annotations"]}]
             tests.append(
                 {
-                    "name": f"{alert['alert']} {'fires' if fires else 'stays quiet'} at {factor:g}x the budget",
+                    "name": f"{alert['alert']} {outcome(fires)} at {factor:g}x the budget",
                     "interval": "1m",
                     "input_series": series,
-                    "alert_rule_test": [{"eval_time": eval_time, "alertname": alert["alert"], "exp_alerts": expected}],
+                    "alert_rule_test": [
+                        {
+                            "eval_time": eval_time,
+                            "alertname": alert["alert"],
+                            "exp_alerts": expected,
+                        }
+                    ],
                 }
             )
     return tests
 
 
-def series_line(name: str, labels: dict[str, str], per_minute: float, minutes: int) -> dict[str, str]:
+def outcome(fires: bool) -> str:  # noqa: FBT001 - reads as prose at the call site
+    """How a test case's name says what it expects."""
+    return "fires" if fires else "stays quiet"
+
+
+def series_line(
+    name: str, labels: dict[str, str], per_minute: float, minutes: int
+) -> dict[str, str]:
     """A counter growing by `per_minute` every minute, in promtool's expanding notation."""
     selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
     return {"series": f"{name}{{{selector}}}", "values": f"0+{per_minute:g}x{minutes}"}
 
 
-def fragment_tests(config: dict[str, Any], fragments: list[tuple[str, dict[str, Any]]], rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def fragment_tests(
+    config: dict[str, Any], fragments: list[tuple[str, dict[str, Any]]], rules: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """The fragments' own cases: series that must fire an alert, and series that must not."""
     annotations = {rule["alert"]: rule["annotations"] for rule in rules}
     tests = []
@@ -262,20 +297,25 @@ def fragment_tests(config: dict[str, Any], fragments: list[tuple[str, dict[str, 
                         {
                             "exp_labels": labels,
                             "exp_annotations": {
-                                k: render_annotation(v, labels) for k, v in annotations[alert["name"]].items()
+                                k: render_annotation(v, labels)
+                                for k, v in annotations[alert["name"]].items()
                             },
                         }
                     ]
                 tests.append(
                     {
-                        "name": f"{alert['name']} case {number}: {'fires' if expected else 'stays quiet'}",
+                        "name": f"{alert['name']} case {number}: {outcome(bool(expected))}",
                         "interval": "1m",
                         "input_series": [
                             {"series": substitute(s["series"], config), "values": s["values"]}
                             for s in case["series"]
                         ],
                         "alert_rule_test": [
-                            {"eval_time": case["eval_time"], "alertname": alert["name"], "exp_alerts": expected}
+                            {
+                                "eval_time": case["eval_time"],
+                                "alertname": alert["name"],
+                                "exp_alerts": expected,
+                            }
                         ],
                     }
                 )
@@ -285,93 +325,146 @@ def fragment_tests(config: dict[str, Any], fragments: list[tuple[str, dict[str, 
 # --------------------------------------------------------------------------- dashboard
 
 
-def dashboard(config: dict[str, Any], fragments: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+def panel_json(
+    spec: dict[str, Any], config: dict[str, Any], grid: dict[str, int]
+) -> dict[str, Any]:
+    """One Grafana panel from a fragment's `[[panel]]` (or an SLO panel) at `grid`."""
+    panel_type = spec.get("type", "timeseries")
+    defaults: dict[str, Any] = {"unit": spec.get("unit", "short")}
+    if "decimals" in spec:
+        defaults["decimals"] = spec["decimals"]
+    if "thresholds" in spec:
+        defaults["thresholds"] = {"mode": "absolute", "steps": spec["thresholds"]}
+    if panel_type == "timeseries":
+        defaults["custom"] = {
+            "fillOpacity": 10,
+            "showPoints": "never",
+            "stacking": {"mode": "normal" if spec.get("stack") else "none", "group": "A"},
+        }
+        options: dict[str, Any] = {
+            "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        }
+    else:
+        options = {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "colorMode": "value",
+            "graphMode": "none",
+            "textMode": "auto",
+        }
+    return {
+        "type": panel_type,
+        "title": spec["title"],
+        "datasource": DATASOURCE,
+        "gridPos": grid,
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": options,
+        "targets": [
+            {
+                "refId": chr(ord("A") + n),
+                "datasource": DATASOURCE,
+                "expr": substitute(t["expr"], config),
+                "legendFormat": t.get("legend", "__auto"),
+                "range": True,
+            }
+            for n, t in enumerate(spec["targets"])
+        ],
+    }
+
+
+def row_json(title: str, y: int) -> dict[str, Any]:
+    """A dashboard row header."""
+    grid = {"h": 1, "w": 24, "x": 0, "y": y}
+    return {"type": "row", "title": title, "collapsed": False, "gridPos": grid, "panels": []}
+
+
+def slo_panel_specs(config: dict[str, Any], slo: str) -> list[tuple[dict[str, Any], int, int]]:
+    """The SLO row of one SLO: (panel spec, x, width) for its level, budget and burn rate."""
+    job = config["service"]["job"]
+    objective = float(config[slo]["objective"]) / 100
+    window = config[slo]["window"]
+    selector = f'{{job="{job}",slo="{slo}"}}'
+    sli_error = f"avg_over_time({RECORD}5m{selector}[{window}])"
+    title = slo.capitalize()
+    stats = [
+        {
+            "title": f"{title} over {window} (objective {config[slo]['objective']}%)",
+            "type": "stat",
+            "unit": "percentunit",
+            "decimals": 3,
+            "thresholds": [
+                {"color": "red", "value": None},
+                {"color": "green", "value": objective},
+            ],
+            "targets": [{"expr": f"1 - {sli_error}", "legend": slo}],
+        },
+        {
+            "title": f"{title} error budget left ({window})",
+            "type": "stat",
+            "unit": "percentunit",
+            "decimals": 1,
+            "thresholds": [
+                {"color": "red", "value": None},
+                {"color": "orange", "value": 0},
+                {"color": "green", "value": 0.25},
+            ],
+            "targets": [
+                {
+                    "expr": f"1 - {sli_error} / {budget(config, slo):g}",
+                    "legend": "budget left",
+                }
+            ],
+        },
+    ]
+    burn = {
+        "title": f"{title} burn rate (1 = spending the budget exactly in {window})",
+        "unit": "short",
+        "targets": [
+            {"expr": f"{RECORD}{w}{selector} / {budget(config, slo):g}", "legend": w}
+            for w in ("5m", "1h", "6h", "1d")
+        ],
+    }
+    return [(stats[0], 0, 6), (stats[1], 6, 6), (burn, 12, 12)]
+
+
+def rows(fragments: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The fragments' panels grouped by row title, in the order they first appear."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for _, fragment in fragments:
+        for spec in fragment.get("panel", []):
+            grouped.setdefault(spec["row"], []).append(spec)
+    return list(grouped.items())
+
+
+def dashboard(
+    config: dict[str, Any], fragments: list[tuple[str, dict[str, Any]]]
+) -> dict[str, Any]:
     """The Grafana dashboard: SLO row first, then each fragment's rows in order."""
     job = config["service"]["job"]
     panels: list[dict[str, Any]] = []
     y = 0
-    next_id = iter(range(1, 1000))
 
     def add_row(title: str) -> None:
         nonlocal y
-        panels.append({"type": "row", "title": title, "id": next(next_id), "collapsed": False,
-                       "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})
+        panels.append(row_json(title, y))
         y += 1
 
     def add_panel(spec: dict[str, Any], x: int, width: int, height: int = 8) -> None:
-        panel_type = spec.get("type", "timeseries")
-        defaults: dict[str, Any] = {"unit": spec.get("unit", "short")}
-        if "decimals" in spec:
-            defaults["decimals"] = spec["decimals"]
-        if panel_type == "timeseries":
-            defaults["custom"] = {"fillOpacity": 10, "showPoints": "never",
-                                  "stacking": {"mode": "normal" if spec.get("stack") else "none", "group": "A"}}
-        if "thresholds" in spec:
-            defaults["thresholds"] = {"mode": "absolute", "steps": spec["thresholds"]}
-        panels.append(
-            {
-                "type": panel_type,
-                "title": spec["title"],
-                "id": next(next_id),
-                "datasource": DATASOURCE,
-                "gridPos": {"h": height, "w": width, "x": x, "y": y},
-                "fieldConfig": {"defaults": defaults, "overrides": []},
-                "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
-                            "tooltip": {"mode": "multi", "sort": "desc"}}
-                if panel_type == "timeseries"
-                else {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-                      "colorMode": "value", "graphMode": "none", "textMode": "auto"},
-                "targets": [
-                    {"refId": chr(ord("A") + n), "datasource": DATASOURCE,
-                     "expr": substitute(t["expr"], config), "legendFormat": t.get("legend", "__auto"),
-                     "range": True}
-                    for n, t in enumerate(spec["targets"])
-                ],
-            }
-        )
+        panels.append(panel_json(spec, config, {"h": height, "w": width, "x": x, "y": y}))
 
     add_row("Service level objectives")
     for slo in SLO_TITLES:
-        objective = float(config[slo]["objective"]) / 100
-        window = config[slo]["window"]
-        selector = f'{{job="{job}",slo="{slo}"}}'
-        stats = [
-            {"title": f"{slo.capitalize()} over {window} (objective {config[slo]['objective']}%)", "type": "stat",
-             "unit": "percentunit", "decimals": 3,
-             "thresholds": [{"color": "red", "value": None}, {"color": "green", "value": objective}],
-             "targets": [{"expr": f"1 - avg_over_time({RECORD}5m{selector}[{window}])", "legend": slo}]},
-            {"title": f"{slo.capitalize()} error budget left ({window})", "type": "stat",
-             "unit": "percentunit", "decimals": 1,
-             "thresholds": [{"color": "red", "value": None}, {"color": "orange", "value": 0},
-                            {"color": "green", "value": 0.25}],
-             "targets": [{"expr": f"1 - avg_over_time({RECORD}5m{selector}[{window}]) / {budget(config, slo):g}",
-                          "legend": "budget left"}]},
-        ]
-        for n, spec in enumerate(stats):
-            add_panel(spec, 6 * n, 6, 6)
-        add_panel(
-            {"title": f"{slo.capitalize()} burn rate (1 = spending the budget exactly in {window})", "unit": "short",
-             "targets": [{"expr": f"{RECORD}{w}{selector} / {budget(config, slo):g}", "legend": w}
-                         for w in ("5m", "1h", "6h", "1d")]},
-            12, 12, 6,
-        )
+        for spec, x, width in slo_panel_specs(config, slo):
+            add_panel(spec, x, width, 6)
         y += 6
-    for _, fragment in fragments:
-        row = None
-        x = 0
-        for spec in fragment.get("panel", []):
-            if spec["row"] != row:
-                if x:
-                    y += 8
-                row, x = spec["row"], 0
-                add_row(row)
-            if x + 8 > 24:  # noqa: PLR2004 - the grid is 24 wide
-                y += 8
-                x = 0
-            add_panel(spec, x, 8)
-            x += 8
-        if x:
+    for title, specs in rows(fragments):
+        add_row(title)
+        for start in range(0, len(specs), 3):  # three panels, 8 wide, a line
+            for n, spec in enumerate(specs[start : start + 3]):
+                add_panel(spec, 8 * n, 8)
             y += 8
+    for number, panel in enumerate(panels, 1):
+        panel["id"] = number
     return {
         "uid": f"{job}-service"[:40],
         "title": f"{job} service",
@@ -383,8 +476,18 @@ def dashboard(config: dict[str, Any], fragments: list[tuple[str, dict[str, Any]]
         "version": 1,
         "refresh": "30s",
         "time": {"from": "now-6h", "to": "now"},
-        "templating": {"list": [{"name": "datasource", "label": "Data source", "type": "datasource",
-                                 "query": "prometheus", "current": {}, "hide": 0}]},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Data source",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                }
+            ]
+        },
         "annotations": {"list": []},
         "links": [],
         "panels": panels,
@@ -394,7 +497,11 @@ def dashboard(config: dict[str, Any], fragments: list[tuple[str, dict[str, Any]]
 # --------------------------------------------------------------------------- runbook
 
 
-def runbook(config: dict[str, Any], fragments: list[tuple[str, dict[str, Any]]], groups: list[dict[str, Any]]) -> str:
+def runbook(
+    config: dict[str, Any],
+    fragments: list[tuple[str, dict[str, Any]]],
+    groups: list[dict[str, Any]],
+) -> str:
     """docs/runbook.md: one section per alert."""
     service = fragments[0][1] if fragments and fragments[0][0] == "service" else {}
     slo_text = service.get("slo_runbook", {})
@@ -410,16 +517,18 @@ def runbook(config: dict[str, Any], fragments: list[tuple[str, dict[str, Any]]],
         "",
         "| SLO | objective | window | a bad request is |",
         "| --- | --- | --- | --- |",
-        f"| availability | {config['availability']['objective']}% | {config['availability']['window']} "
-        "| answered with a 5xx, including 503s from load shedding |",
-        f"| latency | {config['latency']['objective']}% | {config['latency']['window']} "
-        f"| answered in more than {float(config['latency']['threshold_seconds']):g}s |",
+        slo_row(config, "availability", "answered with a 5xx, including 503s from load shedding"),
+        slo_row(
+            config,
+            "latency",
+            f"answered in more than {float(config['latency']['threshold_seconds']):g}s",
+        ),
         "",
         "Burn-rate alerts (SRE workbook): a burn rate of 1 spends the error budget in exactly",
         "the SLO window. Each alert fires when both its long and its short window burn faster",
         "than the rate; the short window makes it stop soon after the burn stops.",
         "",
-        "| alert | severity | burn rate | long window | short window | budget spent when it fires |",
+        "| alert | severity | burn rate | long window | short window | budget spent on firing |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for slo in SLO_TITLES:
@@ -427,7 +536,8 @@ def runbook(config: dict[str, Any], fragments: list[tuple[str, dict[str, Any]]],
             for long, short, rate in pairs:
                 spent = rate * duration_hours(long) / duration_hours(config[slo]["window"])
                 lines.append(
-                    f"| {slo_alert_name(slo, severity)} | {severity} | {rate:g} | {long} | {short} | {spent:.0%} |"
+                    f"| {slo_alert_name(slo, severity)} | {severity} | {rate:g} | {long} "
+                    f"| {short} | {spent:.0%} |"
                 )
     lines.append("")
     for group in groups:
@@ -435,13 +545,16 @@ def runbook(config: dict[str, Any], fragments: list[tuple[str, dict[str, Any]]],
             if "alert" not in rule:
                 continue
             name = rule["alert"]
-            text = slo_text.get(rule["labels"].get("slo", ""), {}) or next(
+            text: dict[str, str] = slo_text.get(rule["labels"].get("slo", ""), {}) or next(
                 (a for _, f in fragments for a in f.get("alert", []) if a["name"] == name), {}
             )
             lines += [
                 f"## {name}",
                 "",
-                f"*Severity*: `{rule['labels']['severity']}`. *Summary*: {rule['annotations']['summary']}",
+                (
+                    f"*Severity*: `{rule['labels']['severity']}`. "
+                    f"*Summary*: {rule['annotations']['summary']}"
+                ),
                 "",
                 "```promql",
                 rule["expr"],
@@ -457,6 +570,11 @@ def runbook(config: dict[str, Any], fragments: list[tuple[str, dict[str, Any]]],
     return "\n".join(lines)
 
 
+def slo_row(config: dict[str, Any], slo: str, bad: str) -> str:
+    """One row of the runbook's SLO table."""
+    return f"| {slo} | {config[slo]['objective']}% | {config[slo]['window']} | {bad} |"
+
+
 def duration_hours(text: str) -> float:
     """`30d`, `6h`, `5m` in hours."""
     unit = {"m": 1 / 60, "h": 1, "d": 24, "w": 168}[text[-1]]
@@ -466,7 +584,7 @@ def duration_hours(text: str) -> float:
 # --------------------------------------------------------------------------- output
 
 
-def to_yaml(value: Any, indent: int = 0) -> str:
+def to_yaml(value: object, indent: int = 0) -> str:
     """YAML for dicts, lists, strings and numbers (strings JSON-quoted, PromQL as blocks)."""
     pad = " " * indent
     if isinstance(value, dict):
@@ -484,13 +602,17 @@ def to_yaml(value: Any, indent: int = 0) -> str:
             return "[]"
         out = []
         for item in value:
-            text = to_yaml(item, indent + 2) if isinstance(item, (dict, list)) else pad + "  " + scalar(item, indent + 2)
+            text = (
+                to_yaml(item, indent + 2)
+                if isinstance(item, (dict, list))
+                else pad + "  " + scalar(item, indent + 2)
+            )
             out.append(f"{pad}- {text.lstrip()}")
         return "\n".join(out)
     return pad + scalar(value, indent)
 
 
-def scalar(value: Any, indent: int) -> str:
+def scalar(value: object, indent: int) -> str:
     """One scalar; multi-line strings as literal blocks."""
     if isinstance(value, list | dict):
         return "[]" if isinstance(value, list) else "{}"
@@ -498,10 +620,11 @@ def scalar(value: Any, indent: int) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
-    if "\n" in value:
-        body = "\n".join(" " * indent + line if line else "" for line in value.split("\n"))
+    text = str(value)
+    if "\n" in text:
+        body = "\n".join(" " * indent + line if line else "" for line in text.split("\n"))
         return "|-\n" + body
-    return json.dumps(value)
+    return json.dumps(text)
 
 
 def outputs() -> dict[Path, str]:
@@ -513,7 +636,8 @@ def outputs() -> dict[Path, str]:
     tests = {
         "rule_files": [RULES.name],
         "evaluation_interval": "1m",
-        "tests": slo_tests(config, slo_alerts) + fragment_tests(config, fragments, groups[2]["rules"]),
+        "tests": slo_tests(config, slo_alerts)
+        + fragment_tests(config, fragments, groups[2]["rules"]),
     }
     files = {
         RULES: HEADER + to_yaml(rules) + "\n",

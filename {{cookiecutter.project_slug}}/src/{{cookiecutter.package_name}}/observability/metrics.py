@@ -101,7 +101,9 @@ class Metrics:
             ["ready"],
             registry=registry,
         )
-        self._readiness = {True: self.readiness.labels("true"), False: self.readiness.labels("false")}
+        self._readiness = {
+            ready: self.readiness.labels(str(ready).lower()) for ready in (True, False)
+        }
         # Label children cached per (method, route, status): `labels()` is the costly part.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.loop_lag = Histogram(
