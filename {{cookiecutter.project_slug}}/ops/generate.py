@@ -202,11 +202,32 @@ def render_annotation(template: str, labels: dict[str, str]) -> str:
     return re.sub(r"\{\{\s*\$labels\.(\w+)\s*\}\}", lambda m: labels.get(m.group(1), ""), template)
 
 
-def slo_tests(config: dict[str, Any], alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """For each burn-rate alert: a burn that fires it and one that must not.
+# Burn-rate test cases per severity: (what, [(minutes, burn rate)...], fires). A window
+# longer than the data holds the ratio of all the data, so short inputs test long windows.
+SLO_CASES = {
+    "page": (
+        # 150 clean minutes keep the 6h window under 6x: only the 1h & 5m pair can fire.
+        ("fires on a sharp burn (14.4x pair)", ((150, 0.0), (65, 18.0)), True),
+        # Under 14.4x in the last hour: only the 6h & 30m pair can fire.
+        ("fires on a sustained burn (6x pair)", ((70, 7.5),), True),
+        ("stays quiet under 6x", ((70, 5.0),), False),
+    ),
+    "ticket": (
+        ("fires on a burn over 3x (1d & 2h pair)", ((130, 3.75),), True),
+        # Under 3x over the day: only the 3d & 6h pair can fire.
+        ("fires on a slow leak (1x pair)", ((130, 1.25),), True),
+        ("stays quiet under 1x", ((130, 0.8),), False),
+    ),
+}
 
-    The input is 100 API requests a minute with a share of bad ones set from the
-    alert's own burn rate, so that the tests follow the objectives in ops/slo.toml.
+
+def slo_tests(config: dict[str, Any], alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each burn-rate alert: burns that fire it and one that must not.
+
+    One firing burn per window pair where the windows allow it (a 3x burn over 1d & 2h
+    is always also over 1x in 3d & 6h, so the ticket's pairs fire together). The input
+    is 100 API requests a minute with a share of bad ones set from the burn rate and
+    the objective in ops/slo.toml, so the tests follow the objectives.
     """
     job = config["service"]["job"]
     api = {"job": job, "instance": "app:8000", "method": "GET", "route": "/items"}
@@ -214,44 +235,28 @@ def slo_tests(config: dict[str, Any], alerts: list[dict[str, Any]]) -> list[dict
     tests = []
     for alert in alerts:
         slo, severity = alert["labels"]["slo"], alert["labels"]["severity"]
-        rate = BURN_RATES[severity][0][2]
-        # Fires: 1.25x the threshold burn; quiet: below the slowest burn of the alert.
-        for factor, fires in ((rate * 1.25, True), (BURN_RATES[severity][-1][2] * 0.5, False)):
-            bad_per_minute = round(100 * factor * budget(config, slo), 6)
-            # Past the long window of the page's first pair and the short one of the
-            # ticket's first pair: the longer windows then hold the same ratio.
-            minutes = 70 if severity == "page" else 130
-            eval_time = f"{minutes}m"
+        for what, segments, fires in SLO_CASES[severity]:
+            bad = [(minutes, 100 * burn * budget(config, slo)) for minutes, burn in segments]
+            good = [(minutes, 100 - per_minute) for minutes, per_minute in bad]
             if slo == "availability":
                 series = [
-                    series_line(
-                        "http_requests_total",
-                        {**api, "status": "200"},
-                        100 - bad_per_minute,
-                        minutes,
-                    ),
-                    series_line(
-                        "http_requests_total", {**api, "status": "503"}, bad_per_minute, minutes
-                    ),
+                    counter("http_requests_total", {**api, "status": "200"}, good),
+                    counter("http_requests_total", {**api, "status": "503"}, bad),
                 ]
             else:
-                base = {k: v for k, v in api.items() if k != "status"}
+                total = [(minutes, 100.0) for minutes, _ in segments]
                 series = [
-                    series_line("http_request_duration_seconds_count", base, 100, minutes),
-                    series_line(
-                        "http_request_duration_seconds_bucket",
-                        {**base, "le": le},
-                        100 - bad_per_minute,
-                        minutes,
-                    ),
+                    counter("http_request_duration_seconds_count", api, total),
+                    counter("http_request_duration_seconds_bucket", {**api, "le": le}, good),
                 ]
             expected = []
             if fires:
                 labels = {"job": job, "severity": severity, "slo": slo}
                 expected = [{"exp_labels": labels, "exp_annotations": alert["annotations"]}]
+            eval_time = f"{sum(minutes for minutes, _ in segments)}m"
             tests.append(
                 {
-                    "name": f"{alert['alert']} {outcome(fires)} at {factor:g}x the budget",
+                    "name": f"{alert['alert']} {what}",
                     "interval": "1m",
                     "input_series": series,
                     "alert_rule_test": [
@@ -266,17 +271,27 @@ def slo_tests(config: dict[str, Any], alerts: list[dict[str, Any]]) -> list[dict
     return tests
 
 
+def counter(name: str, labels: dict[str, str], segments: list[tuple[int, float]]) -> dict[str, str]:
+    """A counter from 0 growing by a rate per minute for each segment's minutes.
+
+    In promtool's expanding notation: `0 1+1x4 5+2x2` is 0 1 2 3 4 5 7 9.
+    """
+    selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    value, parts = 0.0, ["0"]
+    for minutes, per_minute in segments:
+        parts.append(f"{number(value + per_minute)}+{number(per_minute)}x{minutes - 1}")
+        value += per_minute * minutes
+    return {"series": f"{name}{{{selector}}}", "values": " ".join(parts)}
+
+
+def number(value: float) -> str:
+    """A sample value without float noise (0.30000000000000004 -> 0.3)."""
+    return f"{value:.6f}".rstrip("0").rstrip(".")
+
+
 def outcome(fires: bool) -> str:  # noqa: FBT001 - reads as prose at the call site
     """How a test case's name says what it expects."""
     return "fires" if fires else "stays quiet"
-
-
-def series_line(
-    name: str, labels: dict[str, str], per_minute: float, minutes: int
-) -> dict[str, str]:
-    """A counter growing by `per_minute` every minute, in promtool's expanding notation."""
-    selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    return {"series": f"{name}{{{selector}}}", "values": f"0+{per_minute:g}x{minutes}"}
 
 
 def fragment_tests(
@@ -381,7 +396,7 @@ def row_json(title: str, y: int) -> dict[str, Any]:
 def slo_panel_specs(config: dict[str, Any], slo: str) -> list[tuple[dict[str, Any], int, int]]:
     """The SLO row of one SLO: (panel spec, x, width) for its level, budget and burn rate."""
     job = config["service"]["job"]
-    objective = float(config[slo]["objective"]) / 100
+    objective = 1 - budget(config, slo)
     window = config[slo]["window"]
     selector = f'{{job="{job}",slo="{slo}"}}'
     sli_error = f"avg_over_time({RECORD}5m{selector}[{window}])"
