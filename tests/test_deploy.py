@@ -609,6 +609,8 @@ def test_compose_tracing(project: Project) -> None:
             expected.add("redis")
         if project.answers.get("broker", "none") != "none":
             expected |= {"broker", "worker"}
+        if project.answers.get("metrics", "prometheus") == "prometheus":
+            expected |= {"prometheus", "grafana"}  # profile "ops" (tests/test_ops.py)
         assert set(services) == expected
 
 
