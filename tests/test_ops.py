@@ -42,7 +42,7 @@ BAKES: dict[str, dict[str, str]] = {
     "no-metrics": {"project_name": "Quiet", "metrics": "none", "broker": "nats"},
 }
 REDIS_ALERTS = {"RateLimiterFailingOpen"}
-BROKER_ALERTS = {"MessageBacklogGrowing", "MessagesDeadLettered"}
+BROKER_ALERTS = {"MessageBacklogGrowing", "MessagesDeadLettered", "WorkerMetricsMissing"}
 CORE_ALERTS = {
     "APIAvailabilityBudgetBurnFast",
     "APIAvailabilityBudgetBurnSlow",

@@ -575,14 +575,19 @@ def runbook(
                 rule["expr"],
                 "```",
                 "",
-                "**What it means.** " + " ".join(text.get("means", "").split()),
+                "**What it means.** " + prose(text.get("means", ""), config),
                 "",
-                "**Look first at.** " + " ".join(text.get("first", "").split()),
+                "**Look first at.** " + prose(text.get("first", ""), config),
                 "",
-                "**What to do.** " + " ".join(text.get("act", "").split()),
+                "**What to do.** " + prose(text.get("act", ""), config),
                 "",
             ]
     return "\n".join(lines)
+
+
+def prose(text: str, config: dict[str, Any]) -> str:
+    """A runbook paragraph on one line, `$job` filled in."""
+    return substitute(" ".join(text.split()), config)
 
 
 def slo_row(config: dict[str, Any], slo: str, bad: str) -> str:
