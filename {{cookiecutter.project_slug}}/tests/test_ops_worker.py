@@ -10,7 +10,7 @@ from tests.messaging import running_worker
 from tests.ops_pack import exported_names, fragment_queries, metric_names
 
 if TYPE_CHECKING:
-    from {{ cookiecutter.package_name }}.settings import BrokerSettings
+    from {{ cookiecutter.package_name }}.messaging.settings import BrokerSettings
 
 
 def test_every_metric_the_broker_fragment_reads_is_exported_by_the_worker(
