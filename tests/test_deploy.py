@@ -559,7 +559,7 @@ def test_image_build_stage_installs_from_the_context(
         names = set(archive.namelist())
     assert f"{project.pkg}/__main__.py" in names
     assert any(
-        n.startswith(f"{project.pkg}/migrations/") and n.endswith(".sql") for n in names
+        n.startswith(f"{project.pkg}/database/migrations/") and n.endswith(".sql") for n in names
     ) or (ctx.get("include_example_api") == "no"), "SQL migrations missing from the wheel"
     assert not any(n.startswith("tests/") for n in names)
 
