@@ -83,9 +83,10 @@ def test_rules_pass_promtool_check_and_unit_tests(baked: dict[str, Path], bake: 
     rules = baked[bake] / "ops/prometheus"
     check = run_promtool("check", "rules", str(rules / "rules.yml"))
     assert check.returncode == 0, check.stdout + check.stderr
-    test = run_promtool("test", "rules", str(rules / "rules_test.yml"))
+    files = [rules / "slo_test.yml", rules / "rules_test.yml"]
+    test = run_promtool("test", "rules", *map(str, files))
     assert test.returncode == 0, test.stdout + test.stderr
-    tests = yaml.safe_load((rules / "rules_test.yml").read_text(encoding="utf-8"))["tests"]
+    tests = [t for f in files for t in yaml.safe_load(f.read_text(encoding="utf-8"))["tests"]]
     fires = {t["alert_rule_test"][0]["alertname"] for t in tests if t["alert_rule_test"][0]["exp_alerts"]}
     quiet = {t["alert_rule_test"][0]["alertname"] for t in tests if not t["alert_rule_test"][0]["exp_alerts"]}
     assert fires == quiet == alerts(baked[bake]), "each alert: a case that fires, one that must not"
@@ -97,8 +98,8 @@ def test_unit_tests_fail_when_a_burn_rate_changes(baked: dict[str, Path], tmp_pa
     rules = (source / "rules.yml").read_text(encoding="utf-8")
     assert "14.4 * 0.001" in rules
     (tmp_path / "rules.yml").write_text(rules.replace("14.4 * 0.001", "20 * 0.001"), encoding="utf-8")
-    shutil.copy(source / "rules_test.yml", tmp_path / "rules_test.yml")
-    result = run_promtool("test", "rules", str(tmp_path / "rules_test.yml"))
+    shutil.copy(source / "slo_test.yml", tmp_path / "slo_test.yml")
+    result = run_promtool("test", "rules", str(tmp_path / "slo_test.yml"))
     assert result.returncode != 0
     assert "APIAvailabilityBudgetBurnFast fires on a sharp burn" in result.stdout + result.stderr
 
