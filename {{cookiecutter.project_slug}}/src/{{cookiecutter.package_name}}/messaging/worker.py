@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING
 import uvicorn
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from uvicorn.supervisors import ChangeReload
 
 from {{ cookiecutter.package_name }} import __version__
 from {{ cookiecutter.package_name }}.observability.log_config import uvicorn_log_config
 from {{ cookiecutter.package_name }}.resilience import CircuitState
-from {{ cookiecutter.package_name }}.server import STARTUP_FAILURE, GracefulServer
+from {{ cookiecutter.package_name }}.server import PACKAGE_DIR, STARTUP_FAILURE, GracefulServer
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -61,13 +62,18 @@ def probe_routes(state: WorkerState) -> list[Route]:
     ]
 
 
-def serve_worker(settings: Settings) -> None:
-    """Run the worker under uvicorn until SIGTERM/SIGINT; exit 0 after a clean stop."""
+def serve_worker(settings: Settings, *, reload: bool = False) -> None:
+    """Run the worker under uvicorn until SIGTERM/SIGINT; exit 0 after a clean stop.
+
+    `reload` (the dev command): restart it whenever the package's code changes.
+    """
     config = uvicorn.Config(
         "{{ cookiecutter.package_name }}.app:worker_from_env",
         factory=True,
         host=settings.host,
         port=settings.broker.worker_port,
+        reload=reload,
+        reload_dirs=[str(PACKAGE_DIR)] if reload else None,
         loop="uvloop",
         http="httptools",
         # The lifespan's exit waits for in-flight handlers: give it that long and more.
@@ -83,6 +89,9 @@ def serve_worker(settings: Settings) -> None:
         server_header=False,
     )
     server = GracefulServer(config)
+    if config.should_reload:
+        ChangeReload(config, target=server.run, sockets=[config.bind_socket()]).run()
+        return
     server.run()
     if not server.started:
         raise SystemExit(STARTUP_FAILURE)

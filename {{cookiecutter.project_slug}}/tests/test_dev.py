@@ -1,0 +1,77 @@
+"""`make dev` (`python -m <package> dev`) as a real process: all up, then nothing left.
+
+It starts every dependency it needs embedded (nothing is configured here but what no
+wheel embeds, RabbitMQ), answers `/health` with every check passing, prints a curl line
+that works as pasted, stops everything on Ctrl-C, and a second start in the same
+directory finds the first one's data in `.dev/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import httpx
+{%- if cookiecutter.redis == "yes" %}
+import redis.asyncio as aioredis
+{%- endif %}
+
+from tests.dev_process import DevProcess, assert_nothing_left, health_checks_pass, summary_ports
+
+KEPT = "kept between runs"
+
+
+async def keep(summary: dict[str, str]) -> None:
+    """Write something to every embedded store, for the second run to find."""
+    connection = await asyncpg.connect(summary["postgresql"].split()[0])
+    try:
+        await connection.execute("CREATE TABLE dev_test_kept (note text)")
+        await connection.execute("INSERT INTO dev_test_kept VALUES ($1)", KEPT)
+    finally:
+        await connection.close()
+{%- if cookiecutter.redis == "yes" %}
+    client = aioredis.Redis.from_url(summary["redis"].split()[0])
+    try:
+        await client.set("dev-test-kept", KEPT)
+    finally:
+        await client.aclose()
+{%- endif %}
+
+
+async def kept(summary: dict[str, str]) -> list[str]:
+    """What `keep` wrote, as the second run sees it."""
+    connection = await asyncpg.connect(summary["postgresql"].split()[0])
+    try:
+        found = [await connection.fetchval("SELECT note FROM dev_test_kept")]
+    finally:
+        await connection.close()
+{%- if cookiecutter.redis == "yes" %}
+    client = aioredis.Redis.from_url(summary["redis"].split()[0], decode_responses=True)
+    try:
+        found.append(await client.get("dev-test-kept"))
+    finally:
+        await client.aclose()
+{%- endif %}
+    return found
+
+
+def test_dev_runs_everything_then_leaves_nothing(dev_run: DevProcess) -> None:
+    dev_run.start()
+    summary = dev_run.wait_until_ready()
+    assert summary["api"].split()[0] == dev_run.url
+    assert httpx.get(summary["docs"].split()[0], timeout=10).status_code == 200
+    health_checks_pass(dev_run.url)
+    url, headers = dev_run.try_request()
+    assert httpx.get(url, headers=headers, timeout=10).status_code == 200
+    asyncio.run(keep(summary))
+    ports = [dev_run.port, *summary_ports(summary)]
+
+    assert dev_run.interrupt() == 0, dev_run.output()
+    assert_nothing_left(dev_run, ports)
+
+    dev_run.start()
+    summary = dev_run.wait_until_ready()
+    health_checks_pass(dev_run.url)
+    assert asyncio.run(kept(summary)) == [KEPT{% if cookiecutter.redis == "yes" %}, KEPT{% endif %}]
+    assert dev_run.interrupt() == 0, dev_run.output()
+    assert_nothing_left(dev_run, [dev_run.port, *summary_ports(summary)])
