@@ -118,6 +118,12 @@ class DevProcess:
         os.killpg(self.process.pid, signal.SIGINT)
         return self.process.wait(timeout=timeout)
 
+    def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM to the dev command alone, as a process manager sends it; wait for the exit."""
+        assert self.process is not None
+        self.process.terminate()
+        return self.process.wait(timeout=timeout)
+
 
 def processes_of(marker: str, workdir: Path) -> list[int]:
     """Processes started by a run: the marker in their environment or the dir in their command.
@@ -150,8 +156,9 @@ def refuses(port: int) -> bool:
 
 
 def summary_ports(summary: dict[str, str]) -> list[int]:
-    """Every 127.0.0.1 port the summary names."""
-    found = {port for text in summary.values() for port in re.findall(r"127\.0\.0\.1:(\d+)", text)}
+    """Every 127.0.0.1 port the summary names, but those of servers the run was given."""
+    texts = [text for text in summary.values() if f"(from {ENV_PREFIX}" not in text]
+    found = {port for text in texts for port in re.findall(r"127\.0\.0\.1:(\d+)", text)}
     return sorted(int(port) for port in found)
 
 

@@ -15,7 +15,9 @@ import httpx
 {%- if cookiecutter.redis == "yes" %}
 import redis.asyncio as aioredis
 {%- endif %}
-
+{% if cookiecutter.broker == "rabbitmq" %}
+from {{ cookiecutter.package_name }}.settings import ENV_PREFIX
+{%- endif %}
 from tests.dev_process import DevProcess, assert_nothing_left, health_checks_pass, summary_ports
 
 KEPT = "kept between runs"
@@ -73,5 +75,17 @@ def test_dev_runs_everything_then_leaves_nothing(dev_run: DevProcess) -> None:
     summary = dev_run.wait_until_ready()
     health_checks_pass(dev_run.url)
     assert asyncio.run(kept(summary)) == [KEPT{% if cookiecutter.redis == "yes" %}, KEPT{% endif %}]
-    assert dev_run.interrupt() == 0, dev_run.output()
+    assert dev_run.terminate() == 0, dev_run.output()
     assert_nothing_left(dev_run, [dev_run.port, *summary_ports(summary)])
+{%- if cookiecutter.broker == "rabbitmq" %}
+
+
+def test_dev_without_a_rabbitmq_says_how_to_get_one(dev_run: DevProcess) -> None:
+    del dev_run.env[f"{ENV_PREFIX}BROKER__URL"]
+    dev_run.start()
+    assert dev_run.process is not None
+    assert dev_run.process.wait(timeout=60) == 2
+    assert f"set {ENV_PREFIX}BROKER__URL" in dev_run.output()
+    assert "docker compose up -d broker" in dev_run.output()
+    assert not (dev_run.workdir / ".dev" / "postgres").exists()  # nothing was started
+{%- endif %}

@@ -44,19 +44,21 @@ if TYPE_CHECKING:
 
 DEV_DIR = Path(".dev")
 # Each part of the run, in start order (stopped in reverse, after the service processes).
-PROVIDERS: tuple[Callable[[DevRun], None], ...] = (
+PROVIDERS: list[Callable[[DevRun], None]] = [
+{%- if cookiecutter.broker != "none" %}
+    provide_broker,  # first: RabbitMQ cannot be embedded, say so before starting anything
+{%- endif %}
     provide_postgres,
 {%- if cookiecutter.redis == "yes" %}
     provide_redis,
 {%- endif %}
 {%- if cookiecutter.broker != "none" %}
-    provide_broker,
     provide_worker,
 {%- endif %}
 {%- if cookiecutter.auth == "jwt" %}
     provide_identity,
 {%- endif %}
-)
+]
 # The request the summary's curl line makes.
 TRY_PATH = "{% if cookiecutter.include_example_api == "yes" %}/items{% else %}/health{% endif %}"
 DEFAULTS = {
