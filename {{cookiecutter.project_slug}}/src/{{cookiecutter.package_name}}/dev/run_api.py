@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from {{ cookiecutter.package_name }}.server import serve
+from {{ cookiecutter.package_name }}.runtime.server import serve
 from {{ cookiecutter.package_name }}.settings import load_settings
 
 if __name__ == "__main__":
