@@ -9,6 +9,9 @@ directory finds the first one's data in `.dev/`.
 from __future__ import annotations
 
 import asyncio
+{%- if cookiecutter.broker == "rabbitmq" %}
+from urllib.parse import urlsplit
+{%- endif %}
 
 import asyncpg
 import httpx
@@ -66,6 +69,12 @@ def test_dev_runs_everything_then_leaves_nothing(dev_run: DevProcess) -> None:
     url, headers = dev_run.try_request()
     assert httpx.get(url, headers=headers, timeout=10).status_code == 200
     asyncio.run(keep(summary))
+    assert "api    | " in dev_run.output()  # the API's own lines, tagged
+{%- if cookiecutter.broker == "rabbitmq" %}
+    given = urlsplit(dev_run.env[f"{ENV_PREFIX}BROKER__URL"])
+    assert summary["rabbitmq"].startswith(f"amqp://{given.username}:***@")
+    assert f":{given.password}@" not in dev_run.output()
+{%- endif %}
     ports = [dev_run.port, *summary_ports(summary)]
 
     assert dev_run.interrupt() == 0, dev_run.output()
