@@ -86,7 +86,7 @@ def main() -> None:
         "Next steps:\n"
         f"  cd {answers['project_slug']}\n"
         "  make install   # uv sync: .venv with runtime and dev dependencies, writes uv.lock\n"
-        "  make dev       # serve with reload; starts an embedded PostgreSQL if no DSN is set\n"
+        "  make dev       # the service and its dependencies, embedded where no URL is set\n"
         "  make test      # the test suite against a real PostgreSQL\n"
     )
 
