@@ -2,9 +2,9 @@
 
 Every operation outside ``auth.public_paths`` gets a security requirement (a bearer
 JWT; the OpenID Connect discovery URL too when the keys come from discovery, so the docs
-page's Authorize button can use either) and its 401 answer (and 400, for more than one
-``Authorization`` field); an operation with a
-`require(...)` dependency lists those scopes and its 403 answer.
+page's Authorize button can use either), its 401 answer and its 400 (more than one
+``Authorization`` field); an operation with a `require(...)` dependency lists those
+scopes and its 403 answer.
 """
 
 from __future__ import annotations
