@@ -136,7 +136,7 @@ class Project:
 
     def routes(self) -> set[str]:
         """GET paths declared in the generated health module (SPEC list if not there yet)."""
-        health = self.path / "src" / self.pkg / "health.py"
+        health = self.path / "src" / self.pkg / "health" / "probes.py"
         if not health.exists():
             return set(SPEC_HEALTH_ROUTES)
         source = health.read_text(encoding="utf-8")

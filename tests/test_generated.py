@@ -1,4 +1,4 @@
-"""Generated projects pass their own ruff, ruff format, mypy --strict and test suite.
+"""Generated projects pass their own ruff, ruff format, mypy --strict, import contracts and tests.
 
 The option matrix (tests/matrix.py) decides which combinations each tier covers. One
 virtualenv per Python interpreter holds every dependency any option value can need;
@@ -129,7 +129,7 @@ def project_env(project: Path, *, database_url: bool) -> dict[str, str]:
 
 @pytest.mark.parametrize("answers", FULL, ids=[name(a) for a in FULL])
 def test_matrix_full_bakes_compiles_and_lints(cookies: Any, venv_root: Path, answers: dict[str, str]) -> None:
-    """Tier 1, every code-shaping combination: bake, no template syntax, compile, ruff check."""
+    """Tier 1, every code-shaping combination: bake, no template syntax, compile, ruff, contracts."""
     venv = shared_venv(sys.executable, venv_root, cookies)
     # Short names: the template is formatted for names of ordinary length.
     project = bake_ok(cookies, project_name=f"Full {FULL.index(answers)}", **answers)
@@ -139,7 +139,10 @@ def test_matrix_full_bakes_compiles_and_lints(cookies: Any, venv_root: Path, ans
             leftover = LEFTOVER.search(text)
             assert leftover is None, f"{path}: template syntax left: {text[leftover.start():][:60]!r}"
     assert compileall.compile_dir(project, quiet=1, force=True), "byte-compilation failed"
-    run(venv, project, "ruff", "check", "--no-cache", ".", env=project_env(project, database_url=True))
+    env = project_env(project, database_url=True)
+    run(venv, project, "ruff", "check", "--no-cache", ".", env=env)
+    # The architecture (pyproject.toml's import-linter contracts): layers, independent options.
+    run(venv, project, "lint-imports", "--no-cache", env=env)
 
 
 @pytest.mark.parametrize("answers", PAIRWISE, ids=[name(a) for a in PAIRWISE])

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.migrate import run_migrations
+from {{ cookiecutter.package_name }}.database.migrate import run_migrations
 from {{ cookiecutter.package_name }}.settings import Settings
 from tests.postgres import create_database, drop_database, postgres_server
 from tests.session_context import CLIENT_HEADERS

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     command = parser.parse_args(argv).command
     if command == "dev":
-        from {{ cookiecutter.package_name }}.dev import main as dev  # noqa: PLC0415 - dev-only dependencies
+        from {{ cookiecutter.package_name }}.runtime.dev import main as dev  # noqa: PLC0415 - dev-only dependencies
 
         dev()
         return 0
@@ -42,12 +42,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 {%- if cookiecutter.broker != "none" %}
     if command == "worker":
-        from {{ cookiecutter.package_name }}.messaging.worker import serve_worker  # noqa: PLC0415
+        from {{ cookiecutter.package_name }}.runtime.server import serve  # noqa: PLC0415
 
-        serve_worker(settings)
+        serve(
+            settings,
+            target="{{ cookiecutter.package_name }}.app:worker_from_env",
+            port=settings.broker.worker_port,
+            workers=1,
+            # The lifespan's exit waits for in-flight handlers: give it that long and more.
+            graceful_seconds=settings.broker.worker_shutdown_seconds + 5,
+        )
         return 0
 {%- endif %}
-    from {{ cookiecutter.package_name }}.server import serve  # noqa: PLC0415
+    from {{ cookiecutter.package_name }}.runtime.server import serve  # noqa: PLC0415
 
     serve(settings)
     return 0
