@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
         default="serve",
         choices=["serve", "migrate", "dev"{% if cookiecutter.broker != "none" %}, "worker"{% endif %}],
         help="serve (default): run the HTTP service; migrate: apply SQL migrations and exit; "
-        "dev: serve with reload and an embedded PostgreSQL when no database URL is set"
+        "dev: the service with reload, and embedded dependencies where no URL is set"
 {%- if cookiecutter.broker != "none" %}
         "; worker: consume events from the broker",
 {%- else %},
@@ -26,10 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     command = parser.parse_args(argv).command
     if command == "dev":
-        from {{ cookiecutter.package_name }}.runtime.dev import main as dev  # noqa: PLC0415 - dev-only dependencies
+        from {{ cookiecutter.package_name }}.dev import main as dev  # noqa: PLC0415 - dev-only dependencies
 
-        dev()
-        return 0
+        return dev()
     try:
         settings = load_settings()
     except SettingsError as exc:

@@ -157,6 +157,7 @@ def create_app(settings: Settings) -> FastAPI:
                 max_in_flight=settings.limits.max_in_flight,
                 service=settings.service_name,
                 version=__version__,
+                on_ready=parts.readiness,
             )
             await stack.enter_async_context(loop_monitor.running())
             stack.enter_context(drain.installed())

@@ -72,6 +72,7 @@ class Health:
         lag_warn_seconds: float = 0.1,
         error_rate_warn: float = 0.05,
         extra_checks: Iterable[Callable[[], Awaitable[dict[str, list[dict[str, Any]]]]]] = (),
+        on_ready: Callable[[bool], None] | None = None,
     ) -> None:
         """Observe the given components; thresholds decide `warn`."""
         self.db = db
@@ -88,6 +89,8 @@ class Health:
         self.error_rate_warn = error_rate_warn
         # Optional dependencies (Redis, a broker): reported, and `warn` at worst.
         self.extra_checks = tuple(extra_checks)
+        # Told each readiness result (metrics count them: probes are not counted as requests).
+        self.on_ready = on_ready
         self._cached: tuple[float, DatabaseCheck] | None = None
         self._running: asyncio.Future[DatabaseCheck] | None = None
 
@@ -124,6 +127,12 @@ class Health:
 
     async def ready(self) -> tuple[bool, str]:
         """Ready to take traffic, and if not, why."""
+        result = await self._ready()
+        if self.on_ready is not None:
+            self.on_ready(result[0])
+        return result
+
+    async def _ready(self) -> tuple[bool, str]:
         if self.drain.draining:
             return False, "draining for shutdown"
         if self.db.breaker.state is CircuitState.OPEN:

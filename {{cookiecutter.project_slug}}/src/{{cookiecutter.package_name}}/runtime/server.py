@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from {{ cookiecutter.package_name }}.settings import Settings
 
 STARTUP_FAILURE = 3
+# What a reloading server watches: the package's own code, not the whole project (.venv).
+PACKAGE_DIR = Path(__file__).parent.parent
 # How long before the workers' drain ends the socket stops taking new connections:
 # long enough for the workers to accept what is queued, short against any drain.
 STOP_LISTENING_LEAD_SECONDS = 0.25
@@ -145,6 +148,7 @@ def serve(  # noqa: PLR0913 - keyword-only, what differs between the processes
         port=settings.port if port is None else port,
         workers=settings.workers if workers is None else workers,
         reload=reload,
+        reload_dirs=[str(PACKAGE_DIR)] if reload else None,
         loop="uvloop",
         http="httptools",
         proxy_headers=settings.proxy_headers,

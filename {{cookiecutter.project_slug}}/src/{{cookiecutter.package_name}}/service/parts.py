@@ -94,6 +94,8 @@ class Parts:
     readings: list[Reading] = field(default_factory=list)
     # What is done with each event-loop lag sample (seconds), for example a histogram.
     loop_lag_listeners: list[Callable[[float], None]] = field(default_factory=list)
+    # Who hears each readiness result (probes are not counted as requests).
+    readiness_listeners: list[Callable[[bool], None]] = field(default_factory=list)
     log_processors: list[Processor] = field(default_factory=list)
     # httpx event hooks of the outbound client: "request" and "response".
     outbound_hooks: dict[str, list[Callable[[Any], Awaitable[None]]]] = field(
@@ -118,6 +120,11 @@ class Parts:
         """Hand one event-loop lag sample to every listener."""
         for listener in self.loop_lag_listeners:
             listener(lag)
+
+    def readiness(self, ready: bool) -> None:  # noqa: FBT001 - a Health callback
+        """Hand one readiness result to every listener."""
+        for listener in self.readiness_listeners:
+            listener(ready)
 
     def shed(self) -> None:
         """A request was shed: tell whoever counts it."""

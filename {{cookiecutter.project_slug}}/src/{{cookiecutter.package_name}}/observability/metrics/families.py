@@ -94,6 +94,16 @@ class Metrics:
             ["breaker", "to_state"],
             registry=registry,
         )
+        # Probes are exempt from the request hooks; readiness is counted here instead.
+        self.readiness = Counter(
+            "readiness_checks_total",
+            "Readiness evaluations (probes of /health/ready and /health), by result.",
+            ["ready"],
+            registry=registry,
+        )
+        self._readiness = {
+            ready: self.readiness.labels(str(ready).lower()) for ready in (True, False)
+        }
         # Label children cached per (method, route, status): `labels()` is the costly part.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.loop_lag = Histogram(
@@ -127,6 +137,10 @@ class Metrics:
             )
         children[0].inc()
         children[1].observe(seconds)
+
+    def readiness_checked(self, ready: bool) -> None:  # noqa: FBT001 - a Health callback
+        """Count one readiness result."""
+        self._readiness[ready].inc()
 
     def breaker_changed(
         self, breaker: CircuitBreaker, _old: CircuitState, new: CircuitState

@@ -42,6 +42,7 @@ def add_metrics(parts: Parts) -> None:
     parts.hooks.append(metrics)
     parts.on_shed.append(metrics.shed.inc)
     parts.breaker_listeners.append(metrics.breaker_changed)
+    parts.readiness_listeners.append(metrics.readiness_checked)
     parts.service_routes.extend(routes)
     parts.exempt_paths.add(METRICS_PATH)
 
