@@ -35,14 +35,18 @@ def template() -> Path:
     return TEMPLATE
 
 
+@pytest.hookimpl(tryfirst=True)  # before the terminal reporter reads the report options
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the markers the template's tests use."""
+    """Register the markers the template's tests use; report skips with their reasons."""
     config.addinivalue_line("markers", "bench: the benchmark harness smoke test (slow)")
+    # A skipped suite names the server it needs and the variable to set (`-r s`).
+    if "N" not in config.option.reportchars:
+        config.option.reportchars += "s"
 
 
 # Option-matrix tiers (tests/test_generated.py): combinations that passed, by tier.
 MATRIX_TIERS = {
-    "test_matrix_full_bakes_compiles_and_lints": ("FULL", "every combination: bake, no template syntax, byte-compile, ruff check"),
+    "test_matrix_full_bakes_compiles_and_lints": ("FULL", "every combination: bake, no template syntax, byte-compile, ruff check, lint-imports"),
     "test_matrix_pairwise_formats_and_typechecks": ("PAIRWISE", "pairwise covering set: ruff format --check, mypy --strict"),
     "test_generated_suite_passes": ("SUITES", "whole generated test suites"),
 }  # fmt: skip

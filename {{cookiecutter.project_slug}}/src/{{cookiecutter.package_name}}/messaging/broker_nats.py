@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from {{ cookiecutter.package_name }}.messaging.consumer import Consumer, ConsumerObserver
-    from {{ cookiecutter.package_name }}.resilience import CircuitBreaker
-    from {{ cookiecutter.package_name }}.settings import BrokerSettings
+    from {{ cookiecutter.package_name }}.messaging.settings import BrokerSettings
+    from {{ cookiecutter.package_name }}.resilience.breaker import CircuitBreaker
 
 # JetStream stops redelivering after this many deliveries even if the worker died every
 # time (a crash, not a handler error): two more than the worker's own limit.

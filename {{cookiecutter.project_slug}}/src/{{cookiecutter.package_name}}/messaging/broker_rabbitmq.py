@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from {{ cookiecutter.package_name }}.messaging.consumer import Consumer, ConsumerObserver
-    from {{ cookiecutter.package_name }}.resilience import CircuitBreaker
-    from {{ cookiecutter.package_name }}.settings import BrokerSettings
+    from {{ cookiecutter.package_name }}.messaging.settings import BrokerSettings
+    from {{ cookiecutter.package_name }}.resilience.breaker import CircuitBreaker
 
 _ATTEMPT = "x-attempt"
 
