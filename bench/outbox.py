@@ -167,7 +167,7 @@ def main() -> None:
     args.package = next(args.project.glob("src/*/messaging")).parent.name
     server = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
     settings_module = __import__(
-        f"{args.package}.settings", fromlist=["BrokerSettings"]
+        f"{args.package}.messaging.settings", fromlist=["BrokerSettings"]
     )
     database = asyncio.run(create_database(server, prefix="outbox"))
     try:
