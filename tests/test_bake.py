@@ -73,7 +73,7 @@ MANIFEST_CASES = [
     ("include_example_api", "no", ["src/my_service/items", "src/my_service/migrations/0001_items.sql", "tests/test_items.py"]),
     ("tracing", "none", ["src/my_service/observability/tracing.py", "src/my_service/observability/client_spans.py", "src/my_service/observability/trace_export.py", "src/my_service/observability/traceparent.py", "tests/test_tracing.py"]),
     ("metrics", "none", ["src/my_service/observability/metrics.py", "tests/test_metrics.py"]),
-    ("redis", "no", ["src/my_service/redis_store.py", "src/my_service/rate_limit.py", "src/my_service/idempotency.py", "src/my_service/locks.py", "src/my_service/jobs.py", "tests/redis"]),
+    ("redis", "no", ["src/my_service/redis_store.py", "src/my_service/redis_scripts.py", "src/my_service/rate_limit.py", "src/my_service/idempotency.py", "src/my_service/locks.py", "src/my_service/jobs.py", "tests/redis"]),
     ("kubernetes", "no", ["deploy"]),
     ("auth", "none", ["src/my_service/auth", "tests/test_auth.py", "tests/auth_support.py", "tests/identity_provider.py"]),
 ]  # fmt: skip

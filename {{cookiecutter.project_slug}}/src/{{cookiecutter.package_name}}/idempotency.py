@@ -25,6 +25,7 @@ import structlog
 
 from {{ cookiecutter.package_name }}.problems import retry_after, send_problem
 from {{ cookiecutter.package_name }}.rate_limit import caller_key
+from {{ cookiecutter.package_name }}.redis_scripts import Script
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -53,21 +54,21 @@ _KEPT_HEADERS: Final = frozenset(
 
 # KEYS[1]: the record; ARGV: the claim, its lifetime (ms). Returns the record found, or
 # nil after claiming the key: one round trip, no window between the read and the claim.
-CLAIM_SCRIPT: Final = """
+CLAIM_SCRIPT: Final = Script("""
 local found = redis.call('GET', KEYS[1])
 if found then return found end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
-"""
+""")
 # KEYS[1]: the record; ARGV: claim token, final record (or '' to release), lifetime (ms).
 # Only the claim's owner may finish it: after an expiry, someone else may hold it.
-FINISH_SCRIPT: Final = """
+FINISH_SCRIPT: Final = Script("""
 local found = redis.call('GET', KEYS[1])
 if not found or cjson.decode(found)['token'] ~= ARGV[1] then return 0 end
 if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
 return 1
-"""
+""")
 
 
 def parse_key(value: bytes) -> str | None:
@@ -124,12 +125,7 @@ class Idempotent:
             return
         try:
             record_key = store.key("idem", caller, hashlib.sha256(key.encode()).hexdigest())
-            found = await store.call(
-                "EVALSHA",
-                store.script(CLAIM_SCRIPT),
-                keys=[record_key],
-                args=[claim, self._in_flight_ms],
-            )
+            found = await store.run(CLAIM_SCRIPT, (record_key,), (claim, self._in_flight_ms))
         except Exception as exc:  # noqa: BLE001 - an open circuit or any redis-py error
             log.warning("idempotency_unavailable", error=f"{type(exc).__name__}: {exc}")
             await _problem(send, scope, 503, "idempotency keys are unavailable", retry=1)
@@ -217,12 +213,7 @@ class Idempotent:
                     }
                 )
             try:
-                await store.call(
-                    "EVALSHA",
-                    store.script(FINISH_SCRIPT),
-                    keys=[record_key],
-                    args=[token, record, self._ttl_ms],
-                )
+                await store.run(FINISH_SCRIPT, (record_key,), (token, record, self._ttl_ms))
             except Exception as exc:  # noqa: BLE001 - the claim expires on its own
                 log.warning("idempotency_record_not_stored", error=f"{type(exc).__name__}: {exc}")
 
