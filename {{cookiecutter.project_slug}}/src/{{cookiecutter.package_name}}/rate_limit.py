@@ -222,7 +222,7 @@ class RateLimiter:
                 self._sweep(now)
             lease = self._leases[key] = Lease()
         if lease.refill is None:
-            if 0 < lease.expires and lease.tokens <= 0 and now < lease.expires:
+            if lease.expires > 0 and lease.tokens <= 0 and now < lease.expires:
                 lease.size = min(lease.size * 2, policy.max_lease)  # ran out early: ask more
             elif lease.tokens > 0:
                 lease.size = max(1, lease.size // 2)  # tokens left at expiry: ask fewer

@@ -25,7 +25,7 @@ import asyncio
 import hashlib
 import ssl
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
@@ -85,8 +85,7 @@ class _Protocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)  # noqa: S101 - a stream, always
-        self._transport = transport
+        self._transport = cast("asyncio.Transport", transport)  # a stream (uvloop's own class)
         self._timer = self.loop.call_later(self._period, self._tick)
 
     def data_received(self, data: bytes) -> None:
@@ -229,20 +228,22 @@ class ScriptClient:
             except ResponseError as exc:  # AUTH or SELECT refused: not a reply to return
                 if protocol is not None:
                     protocol.abort(RedisConnectionError(str(exc)))
-                raise RedisConnectionError(f"Redis refused the connection: {exc}") from exc
+                msg = f"Redis refused the connection: {exc}"
+                raise RedisConnectionError(msg) from exc
             except TimeoutError as exc:
                 if protocol is not None:
                     protocol.abort(RedisTimeoutError("connect timed out"))
                 msg = "timed out connecting to Redis"
                 raise RedisTimeoutError(msg) from exc
             except OSError as exc:
-                raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
+                msg = f"cannot connect to Redis: {exc}"
+                raise RedisConnectionError(msg) from exc
             self._protocol = protocol
             return protocol
 
 
 def _tls_context(query: dict[str, str]) -> ssl.SSLContext:
-    """TLS as redis-py reads it from a rediss:// URL: ssl_cert_reqs, ssl_ca_certs, ssl_check_hostname."""
+    """TLS from a rediss:// URL's query, as redis-py reads it (ssl_cert_reqs, ssl_ca_certs...)."""
     context = ssl.create_default_context(cafile=query.get("ssl_ca_certs"))
     requirement = query.get("ssl_cert_reqs", "required").lower()
     if requirement in {"none", "optional"}:
