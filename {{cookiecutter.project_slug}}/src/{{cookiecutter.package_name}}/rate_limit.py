@@ -91,6 +91,7 @@ class Policy:
     lease_seconds: float
     max_lease: int
     policy_header: bytes
+    field: bytes  # the RateLimit field, with %d for r and t
 
     @classmethod
     def of(cls, name: str, policy: RatePolicy, *, lease_seconds: float, max_lease: int) -> Policy:
@@ -101,13 +102,15 @@ class Policy:
         # Rounded up: a longer interval only makes the promise safer.
         interval = math.ceil((window + lease) * 1_000_000 / (limit - burst + 1))
         header = f'"{name}";q={limit};w={window}'.encode("ascii")
-        return cls(name, interval, burst, lease, max(1, min(max_lease, burst // 4)), header)
+        field = f'"{name}";r=%d;t=%d'.encode("ascii")
+        cap = max(1, min(max_lease, burst // 4))
+        return cls(name, interval, burst, lease, cap, header, field)
 
 
 class Lease:
     """What this replica holds of one caller's bucket."""
 
-    __slots__ = ("expires", "refill", "refused_until", "remaining", "reset_at", "size", "tokens")
+    __slots__ = ("expires", "refused_until", "remaining", "reset_at", "size", "tokens", "waiters")
 
     def __init__(self) -> None:
         """An empty lease; the first refill asks for one token."""
@@ -117,7 +120,8 @@ class Lease:
         self.reset_at = 0.0
         self.refused_until = 0.0
         self.size = 1
-        self.refill: asyncio.Task[None] | None = None
+        # Set while a round trip for this caller is in flight: the checks waiting for it.
+        self.waiters: list[asyncio.Future[None]] | None = None
 
 
 def _route_policies(
@@ -182,87 +186,104 @@ class RateLimiter:
         self, scope: Scope, response_headers: list[tuple[bytes, bytes]]
     ) -> Rejection | None:
         """Spend one token of the caller's lease, taking a new lease when it is empty."""
-        if scope["path"] in self._exempt:
+        path = scope["path"]
+        if path in self._exempt:
             return None
+        policy = self.policy_for(scope["method"], path) if self._routes else self._default
+        key = policy.name + ":" + caller_key(scope, self._api_key_header)
+        lease = self._leases.get(key)
+        now = time.monotonic()
+        if lease is None or lease.tokens <= 0 or lease.expires <= now:
+            return await self._take(scope, key, policy, response_headers)
+        # The common case, written out: a token of a lease this replica holds.
+        lease.tokens -= 1
+        response_headers.append((b"ratelimit-policy", policy.policy_header))
+        remaining = lease.remaining + lease.tokens
+        field = policy.field % (remaining, max(0, math.ceil(lease.reset_at - now)))
+        response_headers.append((b"ratelimit", field))
+        return None
+
+    async def _take(
+        self, scope: Scope, key: str, policy: Policy, response_headers: list[tuple[bytes, bytes]]
+    ) -> Rejection | None:
+        """Renew the caller's lease (or wait for the renewal in flight), then spend from it."""
         store: RedisStore | None = scope["app"].state.redis
         if store is None:
             return self._unavailable()
-        policy = self.policy_for(scope["method"], scope["path"]) if self._routes else self._default
-        key = store.key("rl", policy.name, caller_key(scope, self._api_key_header))
-        lease = self._leases.get(key)
-        now = time.monotonic()
-        while lease is None or lease.tokens <= 0 or lease.expires <= now:
-            if lease is not None and lease.refused_until > now:
+        while True:
+            now = time.monotonic()
+            lease = self._leases.get(key)
+            if lease is None:
+                if len(self._leases) >= self._sweep_at:
+                    self._sweep(now)
+                lease = self._leases[key] = Lease()
+            if lease.tokens > 0 and lease.expires > now:
+                lease.tokens -= 1
+                remaining, reset = lease.remaining + lease.tokens, lease.reset_at - now
+                response_headers.append((b"ratelimit-policy", policy.policy_header))
+                field = policy.field % (remaining, max(0, math.ceil(reset)))
+                response_headers.append((b"ratelimit", field))
+                return None
+            if lease.refused_until > now:
                 return self._refuse(policy, lease, now, response_headers)
+            if lease.waiters is not None:  # coalesced: one round trip per caller at a time
+                waiter = asyncio.get_running_loop().create_future()
+                lease.waiters.append(waiter)
+                await waiter
+                continue
             try:
-                lease = await self._renew(store, key, policy, now)
+                await self._refill(store, store.key("rl", key), policy, lease, now)
             except Exception as exc:  # noqa: BLE001 - an open circuit or any Redis error
                 return self._unavailable(exc)
-            now = time.monotonic()
-        lease.tokens -= 1
-        response_headers.append((b"ratelimit-policy", policy.policy_header))
-        response_headers.append(
-            (
-                b"ratelimit",
-                b'"%s";r=%d;t=%d'
-                % (
-                    policy.name.encode(),
-                    lease.remaining + lease.tokens,
-                    max(0, math.ceil(lease.reset_at - now)),
-                ),
-            )
-        )
-        return None
 
-    async def _renew(self, store: RedisStore, key: str, policy: Policy, now: float) -> Lease:
-        """Wait for the caller's one refill in flight, starting it if there is none."""
-        lease = self._leases.get(key)
-        if lease is None:
-            if len(self._leases) >= self._sweep_at:
-                self._sweep(now)
-            lease = self._leases[key] = Lease()
-        if lease.refill is None:
-            if lease.expires > 0 and lease.tokens <= 0 and now < lease.expires:
-                lease.size = min(lease.size * 2, policy.max_lease)  # ran out early: ask more
-            elif lease.tokens > 0:
-                lease.size = max(1, lease.size // 2)  # tokens left at expiry: ask fewer
-            lease.refill = asyncio.ensure_future(self._refill(store, key, policy, lease))
-        # Shielded: a cancelled request must not cancel the refill the others wait for.
-        await asyncio.shield(lease.refill)
-        return lease
+    async def _refill(
+        self, store: RedisStore, bucket: str, policy: Policy, lease: Lease, now: float
+    ) -> None:
+        """One round trip: a new lease; the waiters are woken however it ends.
 
-    async def _refill(self, store: RedisStore, key: str, policy: Policy, lease: Lease) -> None:
-        sent = time.monotonic()  # before Redis's clock reads: the lease ends no later
+        Cancelled too: the connection drops the reply, and the tokens it took are lost,
+        never spent twice.
+        """
+        if lease.expires > 0 and lease.tokens <= 0 and now < lease.expires:
+            lease.size = min(lease.size * 2, policy.max_lease)  # ran out early: ask more
+        elif lease.tokens > 0:
+            lease.size = max(1, lease.size // 2)  # tokens left at expiry: ask fewer
+        lease.waiters = []
         self.round_trips += 1
         try:
             granted, remaining, reset_us, retry_us = await store.run(
-                LEASE_SCRIPT, (key,), (policy.interval_us, policy.burst, lease.size)
+                LEASE_SCRIPT, (bucket,), (policy.interval_us, policy.burst, lease.size)
             )
         finally:
-            lease.refill = None
+            waiters, lease.waiters = lease.waiters, None
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
         if self._failing:
             self._failing = False
             log.info("rate_limit_restored")
+        # From `now`, read before the request was sent: the lease ends no later than L
+        # after Redis granted it.
         lease.tokens = granted
-        lease.expires = sent + policy.lease_seconds if granted else sent
+        lease.expires = now + policy.lease_seconds if granted else now
         lease.remaining = remaining
-        lease.reset_at = sent + reset_us / 1_000_000
+        lease.reset_at = now + reset_us / 1_000_000
         # Tokens are taken only, never given back: no token comes sooner than Redis said.
-        lease.refused_until = sent + retry_us / 1_000_000 if not granted else 0.0
+        lease.refused_until = now + retry_us / 1_000_000 if not granted else 0.0
 
     def _refuse(
         self, policy: Policy, lease: Lease, now: float, response_headers: list[tuple[bytes, bytes]]
     ) -> Rejection:
         reset = max(0, math.ceil(lease.reset_at - now))
         response_headers.append((b"ratelimit-policy", policy.policy_header))
-        response_headers.append((b"ratelimit", b'"%s";r=0;t=%d' % (policy.name.encode(), reset)))
+        response_headers.append((b"ratelimit", policy.field % (0, reset)))
         retry_after = str(max(1, math.ceil(lease.refused_until - now)))
         return Rejection(429, _PROBLEM_DETAIL, {"Retry-After": retry_after})
 
     def _sweep(self, now: float) -> None:
         """Forget callers whose lease and refusal are over (bounds memory to active callers)."""
         for key, lease in list(self._leases.items()):
-            if lease.expires <= now and lease.refused_until <= now and lease.refill is None:
+            if lease.expires <= now and lease.refused_until <= now and lease.waiters is None:
                 del self._leases[key]
         self._sweep_at = max(_SWEEP_AT, 2 * len(self._leases))
 

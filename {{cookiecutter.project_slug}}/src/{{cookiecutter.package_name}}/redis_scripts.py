@@ -190,8 +190,11 @@ class ScriptClient:
 
     async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:  # noqa: ANN401
         """Run `script` by its SHA; on ``NOSCRIPT`` send it in full (Redis then caches it)."""
-        try:
-            return await self.execute(b"EVALSHA", script.sha, len(keys), *keys, *args)
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            protocol = await self._connect()
+        try:  # written here, not through `execute`: one coroutine less on the request path
+            return await protocol.request(pack((b"EVALSHA", script.sha, len(keys), *keys, *args)))
         except ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise

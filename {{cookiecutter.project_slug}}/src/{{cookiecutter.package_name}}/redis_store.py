@@ -77,8 +77,24 @@ class RedisStore:
         return self.key_prefix + ":".join(parts)
 
     async def run(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:  # noqa: ANN401
-        """Run a request-path script on the lean connection, under the breaker."""
-        return await self.call("EVALSHA", self.scripts.evalsha, script, keys, args)
+        """Run a request-path script on the lean connection, under the breaker.
+
+        `call`, written out: one coroutine and one argument tuple less per call.
+        """
+        if self._span is not None:
+            return await self.call("EVALSHA", self.scripts.evalsha, script, keys, args)
+        breaker = self.breaker
+        admitted = breaker.admit()
+        self.commands += 1
+        try:
+            result = await self.scripts.evalsha(script, keys, args)
+        except BaseException as exc:
+            if is_redis_failure(exc):
+                self.errors += 1
+            breaker.settle(admitted, exc)
+            raise
+        breaker.settle(admitted, None)
+        return result
 
     @property
     def pool_in_use(self) -> int:
