@@ -17,6 +17,7 @@ than running unprotected; requests without a key are not affected.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from typing import TYPE_CHECKING, Any, Final
 
@@ -39,6 +40,8 @@ HEADER: Final = "Idempotency-Key"
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
 _HEADER: Final = HEADER.lower().encode("ascii")
 MAX_KEY_LENGTH: Final = 255
+# Printable ASCII without the quote and the backslash (a structured-field string's body).
+_KEY: Final = re.compile(rb"[\x20\x21\x23-\x5b\x5d-\x7e]{1,%d}" % MAX_KEY_LENGTH)
 # Stored with the answer; the rest (request id, rate limits) belongs to each request.
 _KEPT_HEADERS: Final = frozenset(
     {
@@ -78,9 +81,7 @@ def parse_key(value: bytes) -> str | None:
     """
     if len(value) >= 2 and value[:1] == b'"' == value[-1:]:  # noqa: PLR2004 - two quotes
         value = value[1:-1]
-    if not 0 < len(value) <= MAX_KEY_LENGTH or b'"' in value or b"\\" in value:
-        return None
-    if not all(0x20 <= byte <= 0x7E for byte in value):  # noqa: PLR2004 - printable ASCII
+    if _KEY.fullmatch(value) is None:
         return None
     return value.decode("ascii")
 
@@ -212,10 +213,18 @@ class Idempotent:
                         "body": b"".join(chunks).hex(),
                     }
                 )
+            # One write, its reply not awaited: the answer has been sent already, and a
+            # retry through this replica follows it on the same connection.
+            finish = (record_key,), (token, record, self._ttl_ms)
             try:
-                await store.run(FINISH_SCRIPT, (record_key,), (token, record, self._ttl_ms))
+                if not store.run_soon(FINISH_SCRIPT, *finish, _not_stored):
+                    await store.run(FINISH_SCRIPT, *finish)
             except Exception as exc:  # noqa: BLE001 - the claim expires on its own
-                log.warning("idempotency_record_not_stored", error=f"{type(exc).__name__}: {exc}")
+                _not_stored(exc)
+
+
+def _not_stored(exc: BaseException) -> None:
+    log.warning("idempotency_record_not_stored", error=f"{type(exc).__name__}: {exc}")
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:

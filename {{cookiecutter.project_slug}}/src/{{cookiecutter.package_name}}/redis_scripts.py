@@ -181,6 +181,11 @@ class ScriptClient:
         self._protocol: _Protocol | None = None
         self._lock = asyncio.Lock()
 
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is open (`evalsha_soon` can write on it)."""
+        return self._protocol is not None and not self._protocol.closed
+
     async def execute(self, *args: Arg) -> Any:  # noqa: ANN401 - a reply is any RESP value
         """Send one command; return its reply, or raise `ResponseError` for an error reply."""
         protocol = self._protocol
@@ -199,6 +204,20 @@ class ScriptClient:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
         return await self.execute(b"EVAL", script.source, len(keys), *keys, *args)
+
+    def evalsha_soon(
+        self, script: Script, keys: Sequence[Arg], args: Sequence[Arg], *, full: bool = False
+    ) -> asyncio.Future[Any] | None:
+        """Write a call of `script` now and return its reply's future without waiting.
+
+        None when the connection is not open (then await `evalsha`, which opens it).
+        `full` sends the script itself (``EVAL``), for a ``NOSCRIPT`` reply.
+        """
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            return None
+        command = (b"EVAL", script.source) if full else (b"EVALSHA", script.sha)
+        return protocol.request(pack((*command, len(keys), *keys, *args)))
 
     async def aclose(self) -> None:
         """Close the connection; calls still pending fail with a connection error."""
