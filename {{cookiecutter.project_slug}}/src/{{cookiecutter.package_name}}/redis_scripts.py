@@ -211,7 +211,7 @@ class ScriptClient:
         """Write a call of `script` now and return its reply's future without waiting.
 
         None when the connection is not open (then await `evalsha`, which opens it).
-        `full` sends the script itself (``EVAL``), for a ``NOSCRIPT`` reply.
+        `full` sends the script itself (``EVAL``): it cannot be refused with ``NOSCRIPT``.
         """
         protocol = self._protocol
         if protocol is None or protocol.closed:

@@ -16,7 +16,6 @@ import asyncio
 import time
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from functools import partial
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
@@ -106,36 +105,29 @@ class RedisStore:
     ) -> bool:
         """Send a request-path script whose reply nobody waits for (a write after the answer).
 
-        Under the breaker as `run` (raises `CircuitOpenError` while it is open); the
-        outcome is settled, and a failure passed to `on_failure`, when the reply comes.
-        False, sending nothing, when the lean connection is not open or spans are
-        exported: then `await run(...)`.
+        Sent in full (``EVAL``), not by SHA: a ``NOSCRIPT`` reply resent later would let
+        commands written meanwhile overtake it. Under the breaker as `run` (raises
+        `CircuitOpenError` while it is open); the outcome is settled, and a failure
+        passed to `on_failure`, when the reply comes. False, sending nothing, when the
+        lean connection is not open or spans are exported: then `await run(...)`.
         """
         if self._span is not None or not self.scripts.connected:
             return False
         admitted = self.breaker.admit()
+        sent = self.scripts.evalsha_soon(script, keys, args, full=True)
+        if sent is None:  # not reached: `connected` was checked above
+            self.breaker.settle(admitted, None)
+            return False
         self.commands += 1
 
-        def settle(future: asyncio.Future[Any], *, retried: bool = False) -> None:
+        def settle(future: asyncio.Future[Any]) -> None:
             exc = future.exception() if not future.cancelled() else asyncio.CancelledError()
-            if (
-                not retried
-                and isinstance(exc, redis.exceptions.ResponseError)
-                and str(exc).startswith("NOSCRIPT")
-                and (again := self.scripts.evalsha_soon(script, keys, args, full=True))
-            ):
-                again.add_done_callback(partial(settle, retried=True))
-                return
             if exc is not None and is_redis_failure(exc):
                 self.errors += 1
             self.breaker.settle(admitted, exc)
             if exc is not None:
                 on_failure(exc)
 
-        sent = self.scripts.evalsha_soon(script, keys, args)
-        if sent is None:  # not reached: `connected` was checked above
-            self.breaker.settle(admitted, None)
-            return False
         sent.add_done_callback(settle)
         return True
 
