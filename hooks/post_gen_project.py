@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -64,16 +65,28 @@ def record_answers(answers: dict[str, object]) -> None:
     )
 
 
+def generate_ops_pack() -> None:
+    """Write the Prometheus rules, dashboard and runbook for the options that remain.
+
+    They are generated from ops/slo.toml and the fragments of the options kept (the
+    project's `make ops` does the same), so every bake starts with them committed.
+    """
+    generator = Path("ops/generate.py")
+    if generator.exists():  # metrics=none has no ops pack
+        subprocess.run([sys.executable, str(generator)], check=True, stdout=subprocess.DEVNULL)
+
+
 def main() -> None:
     answers = json.loads(ANSWERS_FILE.read_text(encoding="utf-8"))
     remove_disabled(answers)
+    generate_ops_pack()
     record_answers(answers)
     print(
         f"\nCreated {answers['project_slug']} in {Path.cwd()}\n\n"
         "Next steps:\n"
         f"  cd {answers['project_slug']}\n"
         "  make install   # uv sync: .venv with runtime and dev dependencies, writes uv.lock\n"
-        "  make dev       # serve with reload; starts an embedded PostgreSQL if no DSN is set\n"
+        "  make dev       # the service and its dependencies, embedded where no URL is set\n"
         "  make test      # the test suite against a real PostgreSQL\n"
     )
 

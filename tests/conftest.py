@@ -42,7 +42,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 # Option-matrix tiers (tests/test_generated.py): combinations that passed, by tier.
 MATRIX_TIERS = {
-    "test_matrix_full_bakes_compiles_and_lints": ("FULL", "every combination: bake, no template syntax, byte-compile, ruff check"),
+    "test_matrix_full_bakes_compiles_and_lints": ("FULL", "every combination: bake, no template syntax, byte-compile, ruff check, lint-imports"),
     "test_matrix_pairwise_formats_and_typechecks": ("PAIRWISE", "pairwise covering set: ruff format --check, mypy --strict"),
     "test_generated_suite_passes": ("SUITES", "whole generated test suites"),
 }  # fmt: skip

@@ -32,6 +32,10 @@ OPTION_VALUE_SUITES: list[tuple[str, str]] = [
     ("broker", "nats"),
     ("auth", "jwt"),
 ]
+# Options a suite turns on besides its own value: with broker=nats and auth=jwt the
+# generated `make dev` test runs every embedded part together (PostgreSQL, Valkey,
+# nats-server and the development identity provider).
+SUITE_EXTRAS: dict[str, dict[str, str]] = {"broker-nats": {"auth": "jwt"}}
 INTERPRETERS = ["3.12", "3.13", "3.11"]
 # Suites that run with DATABASE_URL, REDIS_URL and NATS_URL unset (RabbitMQ has no
 # throwaway server: its suites always need RABBITMQ_URL).
@@ -108,7 +112,7 @@ def suite_cases() -> list[tuple[str, str, Answers, bool]]:
         ("all-off", {o: off(v) for o, v in CODE_OPTIONS.items()}),
     ]
     cases += [
-        (f"{option}-{value}", {option: value})
+        (f"{option}-{value}", {option: value} | SUITE_EXTRAS.get(f"{option}-{value}", {}))
         for option, value in OPTION_VALUE_SUITES
         if value in CODE_OPTIONS.get(option, [])
     ]

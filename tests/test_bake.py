@@ -44,8 +44,9 @@ def test_defaults(cookies: Any) -> None:
     assert project.name == "my-service"
     assert_well_formed(project)
     package = project / "src" / "my_service"
-    for module in ("app.py", "db.py", "resilience.py", "health.py", "observability/logging.py",
-                   "observability/tracing.py", "observability/metrics.py", "items/routes.py"):
+    for module in ("app.py", "database/pool.py", "resilience/breaker.py", "health/probes.py",
+                   "observability/logs/context.py", "observability/tracing/spans.py",
+                   "observability/metrics/families.py", "items/routes.py"):
         assert (package / module).is_file(), module
     pyproject = tomllib.loads((project / "pyproject.toml").read_text())
     assert pyproject["project"]["name"] == "my-service"
@@ -70,10 +71,11 @@ def test_every_choice(cookies: Any, option: str, value: str) -> None:
 
 # (option, value, paths that must be absent; with the other value they must exist)
 MANIFEST_CASES = [
-    ("include_example_api", "no", ["src/my_service/items", "src/my_service/migrations/0001_items.sql", "tests/test_items.py"]),
-    ("tracing", "none", ["src/my_service/observability/tracing.py", "src/my_service/observability/client_spans.py", "src/my_service/observability/trace_export.py", "src/my_service/observability/traceparent.py", "tests/test_tracing.py"]),
-    ("metrics", "none", ["src/my_service/observability/metrics.py", "tests/test_metrics.py"]),
-    ("redis", "no", ["src/my_service/redis_store.py", "src/my_service/redis_scripts.py", "src/my_service/rate_limit.py", "src/my_service/idempotency.py", "src/my_service/locks.py", "src/my_service/jobs.py", "tests/redis"]),
+    ("include_example_api", "no", ["src/my_service/items", "src/my_service/database/migrations/0001_items.sql", "tests/test_items.py"]),
+    ("tracing", "none", ["src/my_service/observability/tracing", "tests/test_tracing.py"]),
+    ("metrics", "none", ["src/my_service/observability/metrics", "tests/test_metrics.py"]),
+    ("redis", "no", ["src/my_service/redis", "tests/redis"]),
+    ("broker", "none", ["src/my_service/messaging", "tests/test_outbox.py"]),
     ("kubernetes", "no", ["deploy"]),
     ("auth", "none", ["src/my_service/auth", "tests/test_auth.py", "tests/auth_support.py", "tests/identity_provider.py"]),
 ]  # fmt: skip
@@ -91,6 +93,20 @@ def test_manifest_removes_whole_files(cookies: Any, option: str, value: str, pat
     module = Path(paths[0]).stem
     for source in (without / "src").rglob("*.py"):
         assert f".{module} import" not in source.read_text(), source
+
+
+def test_everything_on_keeps_a_folder_per_concern(cookies: Any) -> None:
+    """Entry points alone at the package's top; no folder crowded; an option is a folder."""
+    project = bake_ok(cookies, redis="yes", broker="nats", auth="jwt")
+    package = project / "src" / "my_service"
+    assert sorted(p.name for p in package.glob("*.py")) == [
+        "__init__.py", "__main__.py", "app.py", "settings.py"
+    ]
+    for folder in [package, *(p for p in package.rglob("*") if p.is_dir())]:
+        modules = [p for p in folder.glob("*.py") if p.name != "__init__.py"]
+        assert len(modules) <= 12, f"{folder}: {len(modules)} modules"  # noqa: PLR2004
+    for option in ("auth", "redis", "messaging", "items"):
+        assert (package / option / "part.py").is_file(), option
 
 
 @pytest.mark.parametrize(
@@ -131,3 +147,17 @@ def test_awkward_answers_bake_clean(cookies: Any, answers: dict[str, str]) -> No
         if isinstance(node, ast.keyword) and node.arg == "title" and isinstance(node.value, ast.Constant)
     ]
     assert titles == [answers["project_name"]]
+
+
+def test_app_template_wires_each_option_in_two_blocks_at_most(template: Path) -> None:
+    """app.py stays readable: an option is an import and a wiring line, never a mix of two."""
+    package = template / "{{cookiecutter.project_slug}}" / "src" / "{{cookiecutter.package_name}}"
+    source = (package / "app.py").read_text(encoding="utf-8")
+    blocks: dict[str, int] = {}
+    for condition in re.findall(r"\{%-?\s*(?:el)?if (.+?)\s*-?%\}", source):
+        options = set(re.findall(r"cookiecutter\.(\w+)", condition))
+        assert len(options) == 1, f"a condition names {sorted(options)}: {condition}"
+        option = options.pop()
+        blocks[option] = blocks.get(option, 0) + 1
+    assert blocks, "no option is wired in app.py"
+    assert all(count <= 2 for count in blocks.values()), blocks  # noqa: PLR2004

@@ -134,7 +134,7 @@ def test_uv_life_cycle_hooks_and_locked_image_build(cookies: Any, tmp_path: Path
     site = next((tmp_path / "opt-venv" / "lib").glob("python3.*/site-packages"))
     package = site / "weather_service"
     assert (package / "__main__.py").is_file()
-    assert list((package / "migrations").glob("*.sql"))
+    assert list((package / "database" / "migrations").glob("*.sql"))
     assert not (site / "pytest").exists(), "dev tools in the image"
     assert not [p for p in site.glob("*.pth") if "weather_service" in p.name], "editable install"
     # A stale lock stops the build with uv's message; a missing one with ours.

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 PROJECT = Path(__file__).resolve().parent.parent
 PACKAGE = next((PROJECT / "src").glob("*/__main__.py")).parent.name
 PREFIX: str = importlib.import_module(f"{PACKAGE}.settings").ENV_PREFIX
-HAS_REDIS = (PROJECT / "src" / PACKAGE / "redis_store.py").exists()
+HAS_REDIS = (PROJECT / "src" / PACKAGE / "redis").is_dir()
 HAS_AUTH = (PROJECT / "tests" / "identity_provider.py").exists()
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 HOST = "127.0.0.1"

@@ -24,7 +24,7 @@ from tests.service_process import free_port
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from {{ cookiecutter.package_name }}.settings import BrokerSettings
+    from {{ cookiecutter.package_name }}.messaging.settings import BrokerSettings
 
 URL_VARIABLE = "NATS_URL"
 

@@ -15,7 +15,7 @@ import aio_pika
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from {{ cookiecutter.package_name }}.settings import BrokerSettings
+    from {{ cookiecutter.package_name }}.messaging.settings import BrokerSettings
 
 URL_VARIABLE = "RABBITMQ_URL"
 

@@ -10,8 +10,9 @@ import httpx
 import pytest
 
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.migrate import run_migrations
+from {{ cookiecutter.package_name }}.database.migrate import run_migrations
 from {{ cookiecutter.package_name }}.settings import Settings
+from tests.dev_process import DevProcess, dev_process
 from tests.postgres import create_database, drop_database, postgres_server
 from tests.session_context import CLIENT_HEADERS
 
@@ -90,6 +91,13 @@ def app(app_and_client: tuple[FastAPI, httpx.AsyncClient]) -> FastAPI:
 def client(app_and_client: tuple[FastAPI, httpx.AsyncClient]) -> httpx.AsyncClient:
     """An HTTP client speaking to the running app in-process."""
     return app_and_client[1]
+
+
+@pytest.fixture
+def dev_run() -> Iterator[DevProcess]:
+    """`python -m <package> dev` in a fresh directory, nothing of it left afterwards."""
+    with dev_process() as run:
+        yield run
 
 
 @pytest.fixture(autouse=True)

@@ -1,20 +1,13 @@
-"""A real OpenID Connect provider on 127.0.0.1 for tests and local development.
+"""A real OpenID Connect provider on 127.0.0.1 for the tests.
 
 It serves a discovery document and a JWKS over HTTP and signs tokens with keys made
 when it starts (RSA and EC): nothing is shared between runs. Tests switch it down
 (connections refused) or failing (500), rotate its keys, and count its requests.
-
-For local development, run it and use the token it prints::
-
-    python -m tests.identity_provider --scope items:write
-
-It prints the settings that point the service at it, and serves until Ctrl-C.
+For local development, `make dev` runs its own provider (`dev/identity.py`).
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
 import threading
 import time
@@ -191,25 +184,3 @@ def _handler(provider: IdentityProvider) -> type[BaseHTTPRequestHandler]:
             """Quiet: the tests read the provider's `requests` instead."""
 
     return Handler
-
-
-def main() -> None:
-    """Serve a provider for local development and print a token and the settings."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--port", type=int, default=8900)
-    parser.add_argument("--subject", default="dev-user")
-    parser.add_argument("--scope", default="items:read items:write")
-    parser.add_argument("--hours", type=float, default=8)
-    args = parser.parse_args()
-    with IdentityProvider(args.port) as provider:
-        for name, value in provider.env().items():
-            print(f"export {name}={value}")  # noqa: T201
-        token = provider.token(sub=args.subject, scope=args.scope, lifetime=args.hours * 3600)
-        print(f"export TOKEN={token}")  # noqa: T201
-        print('# then: curl -H "Authorization: Bearer $TOKEN" ...  (Ctrl-C stops)')  # noqa: T201
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
-
-
-if __name__ == "__main__":
-    main()

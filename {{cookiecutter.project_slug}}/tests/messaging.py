@@ -23,7 +23,8 @@ import asyncpg
 import httpx
 import pytest
 
-from {{ cookiecutter.package_name }}.settings import ENV_PREFIX, BrokerSettings
+from {{ cookiecutter.package_name }}.messaging.settings import BrokerSettings
+from {{ cookiecutter.package_name }}.settings import ENV_PREFIX
 from tests.broker_server import broker_server, delete_topology
 from tests.service_process import Service, free_port, service_env
 

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import ValidationError
 
 from {{ cookiecutter.package_name }}.auth.settings import AuthSettings
-from {{ cookiecutter.package_name }}.http_client import HttpClient  # noqa: TC001 - FastAPI resolves it at run time
+from {{ cookiecutter.package_name }}.outbound.client import HttpClient  # noqa: TC001 - FastAPI resolves it at run time
 from {{ cookiecutter.package_name }}.settings import ENV_PREFIX, SettingsError, load_settings
 from tests.auth_support import THINGS, WHOAMI, bearer, challenge, trusting
 from tests.downstream import Downstream

@@ -10,7 +10,7 @@ import weakref
 
 import pytest
 
-from {{ cookiecutter.package_name }}.collector import YOUNG_THRESHOLD, GarbageCollector
+from {{ cookiecutter.package_name }}.lifecycle.collector import YOUNG_THRESHOLD, GarbageCollector
 
 
 class Node:

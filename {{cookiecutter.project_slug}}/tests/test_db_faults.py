@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 from fastapi import Request  # noqa: TC002 - FastAPI reads handler annotations at run time
 
-from {{ cookiecutter.package_name }}.resilience import CircuitState
+from {{ cookiecutter.package_name }}.resilience.breaker import CircuitState
 from tests.conftest import make_settings, serving
 from tests.tcp_proxy import TcpProxy
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from {{ cookiecutter.package_name }}.deadline import Deadlines
+from {{ cookiecutter.package_name }}.resilience.deadline import Deadlines
 
 
 async def test_an_overrun_is_cancelled_and_raised_as_timeout() -> None:

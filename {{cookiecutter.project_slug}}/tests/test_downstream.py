@@ -6,7 +6,7 @@ import asyncio
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
-from {{ cookiecutter.package_name }}.http_client import HttpClient  # noqa: TC001 - FastAPI resolves it at run time
+from {{ cookiecutter.package_name }}.outbound.client import HttpClient  # noqa: TC001 - FastAPI resolves it at run time
 from tests.conftest import make_settings, serving
 from tests.downstream import Downstream
 

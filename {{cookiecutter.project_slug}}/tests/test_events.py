@@ -23,7 +23,8 @@ from tests.tcp_proxy import TcpProxy
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from {{ cookiecutter.package_name }}.settings import BrokerSettings, Settings
+    from {{ cookiecutter.package_name }}.messaging.settings import BrokerSettings
+    from {{ cookiecutter.package_name }}.settings import Settings
 
 AUDITED = "SELECT count(*) FROM item_audit"
 

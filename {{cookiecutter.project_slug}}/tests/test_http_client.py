@@ -10,13 +10,13 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from {{ cookiecutter.package_name }}.http_client import (
+from {{ cookiecutter.package_name }}.outbound.client import (
     DownstreamStatusError,
     HttpClient,
     OutboundClient,
     build_outbound_client,
 )
-from {{ cookiecutter.package_name }}.resilience import BreakerConfig, CircuitOpenError, CircuitState
+from {{ cookiecutter.package_name }}.resilience.breaker import BreakerConfig, CircuitOpenError, CircuitState
 from tests.downstream import Downstream
 from tests.fake_clock import FakeClock
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import pytest
 import uvicorn
 
-from {{ cookiecutter.package_name }}.listener import queued_connections, stop_listening, wait_until_accepted
-from {{ cookiecutter.package_name }}.server import GracefulServer
+from {{ cookiecutter.package_name }}.runtime.listener import queued_connections, stop_listening, wait_until_accepted
+from {{ cookiecutter.package_name }}.runtime.server import GracefulServer
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send

@@ -25,10 +25,10 @@ import httpx
 import pytest
 import structlog
 
-from {{ cookiecutter.package_name }}.middleware import ServiceMiddleware
-from {{ cookiecutter.package_name }}.observability import logging as obs_logging
-from {{ cookiecutter.package_name }}.observability.log_config import configure_logging, uvicorn_log_config
-from {{ cookiecutter.package_name }}.observability.redaction import REDACTED, redact_secrets
+from {{ cookiecutter.package_name }}.observability.logs import context as obs_logging
+from {{ cookiecutter.package_name }}.observability.logs.config import configure_logging, uvicorn_log_config
+from {{ cookiecutter.package_name }}.observability.logs.redaction import REDACTED, redact_secrets
+from {{ cookiecutter.package_name }}.service.middleware import ServiceMiddleware
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -54,8 +54,8 @@ import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import StreamingResponse
 
-from PACKAGE.middleware import ServiceMiddleware
-from PACKAGE.observability.log_config import configure_logging, uvicorn_log_config
+from PACKAGE.service.middleware import ServiceMiddleware
+from PACKAGE.observability.logs.config import configure_logging, uvicorn_log_config
 
 SERVICE = {"service": "obs-test", "version": "9.9.9", "environment": "test"}
 DSN = "postgresql://u:hunter2@h/db"
@@ -567,7 +567,7 @@ import time
 
 import uvloop
 
-from PACKAGE.observability.log_config import enable_loop_debug, uvicorn_log_config
+from PACKAGE.observability.logs.config import enable_loop_debug, uvicorn_log_config
 
 logging.config.dictConfig(
     uvicorn_log_config(
@@ -612,7 +612,7 @@ def test_loop_debug_logs_blocking_callbacks_as_json(tmp_path: Path, loop: str) -
 CONSOLE_SOURCE = """
 import structlog
 
-from PACKAGE.observability.log_config import configure_logging
+from PACKAGE.observability.logs.config import configure_logging
 
 configure_logging(level="DEBUG", json=False, service="s", version="1", environment="development")
 log = structlog.get_logger("console_test")

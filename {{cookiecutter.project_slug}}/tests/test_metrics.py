@@ -112,3 +112,16 @@ def test_several_workers_report_one_total(database_url: str, tmp_path: Path) -> 
                 time.sleep(0.05)
         assert service.stop() == 0
     assert total == 40
+
+
+async def test_readiness_results_are_counted(database_url: str) -> None:
+    """Probes are not counted as requests; their results are, for the ReadinessFailing alert."""
+    async with serving(make_settings(database_url)) as (app, client):
+        assert (await client.get("/health/ready")).status_code == 200
+        assert (await client.get("/health/ready")).status_code == 200
+        app.state.drain.draining = True
+        assert (await client.get("/health/ready")).status_code == 503
+        found = samples((await client.get("/metrics")).text)
+    assert value(found, "readiness_checks_total", ready="true") == 2
+    assert value(found, "readiness_checks_total", ready="false") == 1
+    assert not [key for key in found if dict(key[1]).get("route", "").startswith("/health")]

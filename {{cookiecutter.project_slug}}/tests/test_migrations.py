@@ -8,7 +8,7 @@ import hashlib
 import asyncpg
 import pytest
 
-from {{ cookiecutter.package_name }}.migrate import Migration, MigrationError, apply_migrations, discover
+from {{ cookiecutter.package_name }}.database.migrate import Migration, MigrationError, apply_migrations, discover
 
 
 def migration(version: str, sql: str) -> Migration:

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import SecretStr
 
 from {{ cookiecutter.package_name }}.messaging.envelope import Message
-from {{ cookiecutter.package_name }}.observability.logging import request_id_var
+from {{ cookiecutter.package_name }}.observability.logs.context import request_id_var
 from tests.conftest import make_settings, serving
 from tests.messaging import (
     count,
@@ -20,7 +20,7 @@ from tests.tcp_proxy import TcpProxy
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from {{ cookiecutter.package_name }}.settings import BrokerSettings
+    from {{ cookiecutter.package_name }}.messaging.settings import BrokerSettings
 
 PENDING = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
 SENT = "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL"

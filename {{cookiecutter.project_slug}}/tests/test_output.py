@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import threading
 
-from {{ cookiecutter.package_name }}.observability.output import LineWriter
+from {{ cookiecutter.package_name }}.observability.logs.output import LineWriter
 
 
 class ShortWritesStream(io.BytesIO):

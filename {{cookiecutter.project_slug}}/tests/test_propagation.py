@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from {{ cookiecutter.package_name }}.http_client import HttpClient  # noqa: TC001 - FastAPI resolves it at run time
+from {{ cookiecutter.package_name }}.outbound.client import HttpClient  # noqa: TC001 - FastAPI resolves it at run time
 from tests.downstream import Downstream
 
 if TYPE_CHECKING:

@@ -8,7 +8,12 @@ from typing import Any
 
 import pytest
 
-from {{ cookiecutter.package_name }}.resilience import BreakerConfig, CircuitBreaker, CircuitOpenError, CircuitState
+from {{ cookiecutter.package_name }}.resilience.breaker import (
+    BreakerConfig,
+    CircuitBreaker,
+    CircuitOpenError,
+    CircuitState,
+)
 from tests.fake_clock import FakeClock
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from {{ cookiecutter.package_name }}.observability.tracestate import MAX_MEMBERS, parse_tracestate
+from {{ cookiecutter.package_name }}.observability.tracing.tracestate import MAX_MEMBERS, parse_tracestate
 
 LONGEST_KEY = "a" + "@" * 255
 LONGEST_VALUE = " " * 255 + "~"

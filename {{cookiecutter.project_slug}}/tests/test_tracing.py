@@ -33,17 +33,17 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from {{ cookiecutter.package_name }}.middleware import Rejection, ServiceMiddleware
-from {{ cookiecutter.package_name }}.observability import tracing
-from {{ cookiecutter.package_name }}.observability.client_spans import (
+from {{ cookiecutter.package_name }}.observability.logs.config import configure_logging
+from {{ cookiecutter.package_name }}.observability.logs.context import user_id_var
+from {{ cookiecutter.package_name }}.observability.tracing import spans as tracing
+from {{ cookiecutter.package_name }}.observability.tracing.client_spans import (
     end_client_span,
     inject_trace_headers,
     query_span,
 )
-from {{ cookiecutter.package_name }}.observability.log_config import configure_logging
-from {{ cookiecutter.package_name }}.observability.logging import user_id_var
-from {{ cookiecutter.package_name }}.observability.traceparent import parse_traceparent
-from {{ cookiecutter.package_name }}.observability.tracing import RequestTracing, add_trace_ids
+from {{ cookiecutter.package_name }}.observability.tracing.spans import RequestTracing, add_trace_ids
+from {{ cookiecutter.package_name }}.observability.tracing.traceparent import parse_traceparent
+from {{ cookiecutter.package_name }}.service.middleware import Rejection, ServiceMiddleware
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -590,7 +590,7 @@ import sys
 
 from opentelemetry import trace
 
-from PACKAGE.observability.trace_export import configure_tracing
+from PACKAGE.observability.tracing.export import configure_tracing
 
 provider = configure_tracing(service="obs-test", version="9.9.9", environment="test")
 if provider is None:

@@ -21,9 +21,9 @@ from tests.service_process import running_service
 from tests.session_context import CLIENT_HEADERS
 
 if TYPE_CHECKING:
-    from {{ cookiecutter.package_name }}.settings import BrokerSettings
+    from {{ cookiecutter.package_name }}.messaging.settings import BrokerSettings
 
-TRACING = importlib.util.find_spec("{{ cookiecutter.package_name }}.observability.tracing") is not None
+TRACING = importlib.util.find_spec("{{ cookiecutter.package_name }}.observability.tracing.spans") is not None
 METRICS = importlib.util.find_spec("{{ cookiecutter.package_name }}.messaging.metrics") is not None
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 AUDITED = "SELECT count(*) FROM item_audit"

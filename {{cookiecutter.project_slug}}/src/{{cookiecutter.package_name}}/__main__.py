@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
         default="serve",
         choices=["serve", "migrate", "dev"{% if cookiecutter.broker != "none" %}, "worker"{% endif %}],
         help="serve (default): run the HTTP service; migrate: apply SQL migrations and exit; "
-        "dev: serve with reload and an embedded PostgreSQL when no database URL is set"
+        "dev: the service with reload, and embedded dependencies where no URL is set"
 {%- if cookiecutter.broker != "none" %}
         "; worker: consume events from the broker",
 {%- else %},
@@ -28,8 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "dev":
         from {{ cookiecutter.package_name }}.dev import main as dev  # noqa: PLC0415 - dev-only dependencies
 
-        dev()
-        return 0
+        return dev()
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -42,12 +41,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 {%- if cookiecutter.broker != "none" %}
     if command == "worker":
-        from {{ cookiecutter.package_name }}.messaging.worker import serve_worker  # noqa: PLC0415
+        from {{ cookiecutter.package_name }}.runtime.server import serve  # noqa: PLC0415
 
-        serve_worker(settings)
+        serve(
+            settings,
+            target="{{ cookiecutter.package_name }}.app:worker_from_env",
+            port=settings.broker.worker_port,
+            workers=1,
+            # The lifespan's exit waits for in-flight handlers: give it that long and more.
+            graceful_seconds=settings.broker.worker_shutdown_seconds + 5,
+        )
         return 0
 {%- endif %}
-    from {{ cookiecutter.package_name }}.server import serve  # noqa: PLC0415
+    from {{ cookiecutter.package_name }}.runtime.server import serve  # noqa: PLC0415
 
     serve(settings)
     return 0

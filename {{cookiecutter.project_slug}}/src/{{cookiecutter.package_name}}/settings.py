@@ -15,9 +15,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 {% if cookiecutter.auth == "jwt" %}
 from {{ cookiecutter.package_name }}.auth.settings import AuthSettings
 {%- endif %}
-from {{ cookiecutter.package_name }}.breaker_config import BreakerSettings
+from {{ cookiecutter.package_name }}.database.settings import DatabaseSettings
+{%- if cookiecutter.broker != "none" %}
+from {{ cookiecutter.package_name }}.messaging.settings import BrokerSettings
+{%- endif %}
+from {{ cookiecutter.package_name }}.outbound.settings import HttpClientSettings
 {%- if cookiecutter.redis == "yes" %}
-from {{ cookiecutter.package_name }}.redis_settings import RedisSettings
+from {{ cookiecutter.package_name }}.redis.settings import RedisSettings
 {%- endif %}
 
 ENV_PREFIX = "{{ cookiecutter.__env_prefix }}"
@@ -31,40 +35,6 @@ class Environment(StrEnum):
     STAGING = "staging"
     DEVELOPMENT = "development"
     TEST = "test"
-
-
-class DatabaseSettings(BaseModel):
-    """asyncpg pool sizing, timeouts and PgBouncer compatibility."""
-
-    pool_min_size: int = Field(2, ge=0)
-    pool_max_size: int = Field(10, ge=1)
-    max_inactive_connection_lifetime: float = Field(300.0, ge=0)
-    acquire_timeout: float = Field(2.0, gt=0)
-    command_timeout: float = Field(10.0, gt=0)
-    statement_timeout_ms: int = Field(5000, ge=0)
-    statement_cache_size: int = Field(1024, ge=0)
-    pgbouncer: bool = False
-    close_timeout: float = Field(10.0, gt=0)
-    breaker: BreakerSettings = BreakerSettings()
-
-    @model_validator(mode="after")
-    def _min_not_above_max(self) -> Self:
-        if self.pool_min_size > self.pool_max_size:
-            msg = (
-                f"pool_min_size ({self.pool_min_size}) exceeds pool_max_size ({self.pool_max_size})"
-            )
-            raise ValueError(msg)
-        return self
-
-
-class HttpClientSettings(BaseModel):
-    """Outbound HTTP client timeouts, pool and breaker (one breaker per downstream host)."""
-
-    connect_timeout: float = Field(2.0, gt=0)
-    read_timeout: float = Field(5.0, gt=0)
-    total_timeout: float = Field(10.0, gt=0)
-    max_connections: int = Field(100, ge=1)
-    breaker: BreakerSettings = BreakerSettings()
 
 
 class LimitSettings(BaseModel):
@@ -94,31 +64,6 @@ class LogSettings(BaseModel):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
-{%- if cookiecutter.broker != "none" %}
-
-
-class BrokerSettings(BaseModel):
-    """The message broker: outbox relay, worker concurrency, retries and dead letters."""
-{% if cookiecutter.broker == "rabbitmq" %}
-    url: SecretStr = SecretStr("amqp://guest:guest@localhost:5672/")
-{%- else %}
-    url: SecretStr = SecretStr("nats://localhost:4222")
-{%- endif %}
-    # Exchange/queue (RabbitMQ) or stream/subject (NATS) names all start with it.
-    prefix: str = Field("{{ cookiecutter.project_slug }}", pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    publish_timeout: float = Field(5.0, gt=0)
-    relay_batch_size: int = Field(100, ge=1, le=10_000)
-    relay_poll_seconds: float = Field(0.5, gt=0)
-    relay_max_backoff_seconds: float = Field(30.0, gt=0)
-    outbox_retention_hours: float = Field(72.0, gt=0)
-    concurrency: int = Field(16, ge=1, le=10_000)
-    max_deliveries: int = Field(5, ge=1, le=100)
-    retry_backoff_seconds: float = Field(1.0, gt=0)
-    retry_max_backoff_seconds: float = Field(60.0, gt=0)
-    worker_port: int = Field(8081, ge=1, le=65535)
-    worker_shutdown_seconds: float = Field(15.0, gt=0)
-    breaker: BreakerSettings = BreakerSettings()
-{%- endif %}
 
 
 class Settings(BaseSettings):

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from {{ cookiecutter.package_name }}.locks import LockNotAcquiredError, Locks
-from {{ cookiecutter.package_name }}.redis_settings import RedisSettings
-from {{ cookiecutter.package_name }}.redis_store import open_redis
+from {{ cookiecutter.package_name }}.redis.locks import LockNotAcquiredError, Locks
+from {{ cookiecutter.package_name }}.redis.settings import RedisSettings
+from {{ cookiecutter.package_name }}.redis.store import open_redis
 
 
 async def contend(url: str, prefix: str, seconds: float) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import httpx
 from fastapi import FastAPI, Response
 
-from {{ cookiecutter.package_name }}.idempotency import parse_key
-from {{ cookiecutter.package_name }}.idempotent_routes import make_idempotent
-from {{ cookiecutter.package_name }}.redis_settings import IdempotencySettings, RedisSettings
-from {{ cookiecutter.package_name }}.redis_store import open_redis
+from {{ cookiecutter.package_name }}.redis.idempotency import parse_key
+from {{ cookiecutter.package_name }}.redis.idempotent_routes import make_idempotent
+from {{ cookiecutter.package_name }}.redis.settings import IdempotencySettings, RedisSettings
+from {{ cookiecutter.package_name }}.redis.store import open_redis
 
 
 def key(value: str) -> dict[str, str]:

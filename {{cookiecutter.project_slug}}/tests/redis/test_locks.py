@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 import orjson
 import pytest
 
-from {{ cookiecutter.package_name }}.jobs import heartbeat, run_periodic
-from {{ cookiecutter.package_name }}.locks import LockLostError, LockNotAcquiredError, Locks
-from {{ cookiecutter.package_name }}.redis_settings import RedisSettings
-from {{ cookiecutter.package_name }}.redis_store import RedisStore, open_redis
+from {{ cookiecutter.package_name }}.redis.jobs import heartbeat, run_periodic
+from {{ cookiecutter.package_name }}.redis.locks import LockLostError, LockNotAcquiredError, Locks
+from {{ cookiecutter.package_name }}.redis.settings import RedisSettings
+from {{ cookiecutter.package_name }}.redis.store import RedisStore, open_redis
 from tests.tcp_proxy import TcpProxy
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from {{ cookiecutter.package_name }}.resilience import CircuitState
+from {{ cookiecutter.package_name }}.resilience.breaker import CircuitState
 from tests.conftest import serving
 from tests.redis.conftest import redis_settings
 from tests.tcp_proxy import TcpProxy

@@ -14,11 +14,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from {{ cookiecutter.package_name }}.rate_limit import RateLimiter
-from {{ cookiecutter.package_name }}.redis_scripts import Script, ScriptClient
-from {{ cookiecutter.package_name }}.redis_settings import RateLimitSettings, RatePolicy
-from {{ cookiecutter.package_name }}.redis_store import RedisStore, is_redis_failure
-from {{ cookiecutter.package_name }}.resilience import BreakerConfig, CircuitBreaker
+from {{ cookiecutter.package_name }}.redis.rate_limit import RateLimiter
+from {{ cookiecutter.package_name }}.redis.scripts import Script, ScriptClient
+from {{ cookiecutter.package_name }}.redis.settings import RateLimitSettings, RatePolicy
+from {{ cookiecutter.package_name }}.redis.store import RedisStore, is_redis_failure
+from {{ cookiecutter.package_name }}.resilience.breaker import BreakerConfig, CircuitBreaker
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from {{ cookiecutter.package_name }}.rate_limit import RateLimiter
+from {{ cookiecutter.package_name }}.redis.rate_limit import RateLimiter
 from {{ cookiecutter.package_name }}.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 
 

@@ -28,13 +28,13 @@ import httpx
 import jwt
 import structlog
 
-from {{ cookiecutter.package_name }}.background import in_background
+from {{ cookiecutter.package_name }}.lifecycle.background import in_background
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
     from {{ cookiecutter.package_name }}.auth.settings import AuthSettings
-    from {{ cookiecutter.package_name }}.http_client import OutboundClient
+    from {{ cookiecutter.package_name }}.outbound.client import OutboundClient
 
 __all__ = ["KeySet", "KeysUnavailableError", "UnknownKeyError", "open_key_set"]
 

@@ -14,7 +14,7 @@ from fastapi.routing import APIRoute
 
 from {{ cookiecutter.package_name }}.auth.keys import DISCOVERY_PATH
 from {{ cookiecutter.package_name }}.auth.scopes import RequireScopes
-from {{ cookiecutter.package_name }}.openapi import problem_response
+from {{ cookiecutter.package_name }}.service.openapi import problem_response
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 from urllib.parse import quote
 
-from {{ cookiecutter.package_name }}.observability.logging import user_id_var
+from {{ cookiecutter.package_name }}.observability.logs.context import user_id_var
 
 if TYPE_CHECKING:
     import httpx

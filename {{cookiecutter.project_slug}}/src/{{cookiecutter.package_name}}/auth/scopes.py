@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Final
 from fastapi import Depends, HTTPException, Request
 from fastapi.routing import APIRoute
 
-from {{ cookiecutter.package_name }}.auth.verifier import Principal, bearer_challenge
+from {{ cookiecutter.package_name }}.auth.principal import Principal
+from {{ cookiecutter.package_name }}.auth.verifier import bearer_challenge
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import jwt
 
     from {{ cookiecutter.package_name }}.auth.keys import KeySet
-    from {{ cookiecutter.package_name }}.auth.verifier import Principal
+    from {{ cookiecutter.package_name }}.auth.principal import Principal
 
 
 @dataclass(frozen=True, slots=True)

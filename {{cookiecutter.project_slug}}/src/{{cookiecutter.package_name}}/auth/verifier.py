@@ -22,17 +22,17 @@ from __future__ import annotations
 
 import binascii
 from base64 import urlsafe_b64decode
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import jwt
 import orjson
 
 from {{ cookiecutter.package_name }}.auth.keys import KeysUnavailableError, UnknownKeyError
+from {{ cookiecutter.package_name }}.auth.principal import Principal
 from {{ cookiecutter.package_name }}.auth.verified_tokens import VerifiedTokens
-from {{ cookiecutter.package_name }}.middleware import Rejection
-from {{ cookiecutter.package_name }}.observability.logging import user_id_var
-from {{ cookiecutter.package_name }}.problems import retry_after
+from {{ cookiecutter.package_name }}.observability.logs.context import user_id_var
+from {{ cookiecutter.package_name }}.service.middleware import Rejection
+from {{ cookiecutter.package_name }}.service.problems import retry_after
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -55,18 +55,6 @@ _EXPLAINED: Final = (
     (jwt.InvalidAlgorithmError, "the token's algorithm does not match its key"),
     (jwt.DecodeError, "the token is not a well-formed JWT"),  # after its subclass above
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """The verified caller: its subject, what it may do, and every claim of its token.
-
-    Read-only: the requests that send the same token share it (`VerifiedTokens`).
-    """
-
-    subject: str
-    scopes: frozenset[str]
-    claims: Mapping[str, Any]
 
 
 class InvalidTokenError(Exception):

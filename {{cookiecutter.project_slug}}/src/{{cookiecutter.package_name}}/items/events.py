@@ -9,7 +9,7 @@ import structlog
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from {{ cookiecutter.package_name }}.db import Connection
+    from {{ cookiecutter.package_name }}.database.pool import Connection
     from {{ cookiecutter.package_name }}.messaging.envelope import Message
 
 log = structlog.get_logger(__name__)

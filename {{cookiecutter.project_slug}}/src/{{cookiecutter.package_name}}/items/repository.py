@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import asyncpg
 
 if TYPE_CHECKING:
-    from {{ cookiecutter.package_name }}.db import Connection, Database
+    from {{ cookiecutter.package_name }}.database.pool import Connection, Database
     from {{ cookiecutter.package_name }}.items.models import ItemCreate, ItemUpdate
 
 Row = dict[str, Any]

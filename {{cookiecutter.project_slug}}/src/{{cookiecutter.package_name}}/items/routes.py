@@ -15,7 +15,7 @@ from {{ cookiecutter.package_name }}.items.models import (
     ItemUpdate,
 )
 from {{ cookiecutter.package_name }}.items.repository import DuplicateItemError, ItemRepository
-from {{ cookiecutter.package_name }}.problems import problem
+from {{ cookiecutter.package_name }}.service.problems import problem
 
 router = APIRouter(prefix="/items", tags=["items"])
 

@@ -10,13 +10,13 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from {{ cookiecutter.package_name }}.messaging.broker import Broker
-from {{ cookiecutter.package_name }}.resilience import BreakerConfig, CircuitBreaker
+from {{ cookiecutter.package_name }}.resilience.breaker import BreakerConfig, CircuitBreaker
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from {{ cookiecutter.package_name }}.resilience import StateChangeCallback
-    from {{ cookiecutter.package_name }}.settings import BrokerSettings
+    from {{ cookiecutter.package_name }}.messaging.settings import BrokerSettings
+    from {{ cookiecutter.package_name }}.resilience.breaker import StateChangeCallback
 
 
 def is_unavailable(exc: BaseException) -> bool:

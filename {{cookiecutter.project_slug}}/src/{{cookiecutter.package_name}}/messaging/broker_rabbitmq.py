@@ -27,8 +27,8 @@ from {{ cookiecutter.package_name }}.messaging.envelope import DEAD_LETTER_REASO
 
 if TYPE_CHECKING:
     from {{ cookiecutter.package_name }}.messaging.consumer import Consumer, ConsumerObserver
-    from {{ cookiecutter.package_name }}.resilience import CircuitBreaker
-    from {{ cookiecutter.package_name }}.settings import BrokerSettings
+    from {{ cookiecutter.package_name }}.messaging.settings import BrokerSettings
+    from {{ cookiecutter.package_name }}.resilience.breaker import CircuitBreaker
 
 _ATTEMPT = "x-attempt"
 

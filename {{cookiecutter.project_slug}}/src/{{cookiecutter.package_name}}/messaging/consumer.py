@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from {{ cookiecutter.package_name }}.observability.logging import request_id_var, user_id_var
+from {{ cookiecutter.package_name }}.observability.logs.context import request_id_var, user_id_var
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
     from contextlib import AbstractContextManager
 
-    from {{ cookiecutter.package_name }}.db import Connection, Database
+    from {{ cookiecutter.package_name }}.database.pool import Connection, Database
     from {{ cookiecutter.package_name }}.messaging.envelope import Message
 
     Handler = Callable[[Connection, Message], Awaitable[None]]

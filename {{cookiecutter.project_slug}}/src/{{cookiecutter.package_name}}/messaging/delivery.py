@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
     from {{ cookiecutter.package_name }}.messaging.consumer import Consumer, ConsumerObserver
-    from {{ cookiecutter.package_name }}.settings import BrokerSettings
+    from {{ cookiecutter.package_name }}.messaging.settings import BrokerSettings
 
 log = structlog.get_logger(__name__)
 

@@ -29,13 +29,13 @@ from {{ cookiecutter.package_name }}.messaging.envelope import (
     USER_ID,
     Message,
 )
-from {{ cookiecutter.package_name }}.observability.logging import request_id_var, user_id_var
+from {{ cookiecutter.package_name }}.observability.logs.context import request_id_var, user_id_var
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from {{ cookiecutter.package_name }}.db import Connection, Database
-    from {{ cookiecutter.package_name }}.settings import BrokerSettings
+    from {{ cookiecutter.package_name }}.database.pool import Connection, Database
+    from {{ cookiecutter.package_name }}.messaging.settings import BrokerSettings
 
 log = structlog.get_logger(__name__)
 

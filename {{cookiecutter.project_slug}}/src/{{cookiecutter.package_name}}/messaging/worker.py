@@ -1,32 +1,28 @@
 """The worker process: consumers, plus a small HTTP listener for probes and metrics.
 
-`python -m <package> worker` serves the ASGI app built here (by `app.create_worker`) with
-uvicorn on `BROKER__WORKER_PORT`. Its lifespan opens the database and the broker and
-starts consuming; on SIGTERM uvicorn runs the lifespan's exit: the broker stops fetching,
-waits up to `BROKER__WORKER_SHUTDOWN_SECONDS` for in-flight handlers (anything not
-acknowledged by then is redelivered by the broker, and the processed-message record makes
-that safe), closes, and the process exits 0.
+`python -m <package> worker` serves the ASGI app that `app.create_worker` builds with
+uvicorn on `BROKER__WORKER_PORT` (`runtime.server.serve`). Its lifespan opens the
+database and the broker and starts consuming (`messaging.part`); on SIGTERM uvicorn runs
+the lifespan's exit: the broker stops fetching, waits up to
+`BROKER__WORKER_SHUTDOWN_SECONDS` for in-flight handlers (anything not acknowledged by
+then is redelivered by the broker, and the processed-message record makes that safe),
+closes, and the process exits 0.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import uvicorn
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from {{ cookiecutter.package_name }} import __version__
-from {{ cookiecutter.package_name }}.observability.log_config import uvicorn_log_config
-from {{ cookiecutter.package_name }}.resilience import CircuitState
-from {{ cookiecutter.package_name }}.server import STARTUP_FAILURE, GracefulServer
+from {{ cookiecutter.package_name }}.resilience.breaker import CircuitState
 
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-    from {{ cookiecutter.package_name }}.db import Database
+    from {{ cookiecutter.package_name }}.database.pool import Database
     from {{ cookiecutter.package_name }}.messaging.broker import Broker
-    from {{ cookiecutter.package_name }}.settings import Settings
 
 
 class WorkerState:
@@ -59,30 +55,3 @@ def probe_routes(state: WorkerState) -> list[Route]:
         Route("/health/live", live, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
     ]
-
-
-def serve_worker(settings: Settings) -> None:
-    """Run the worker under uvicorn until SIGTERM/SIGINT; exit 0 after a clean stop."""
-    config = uvicorn.Config(
-        "{{ cookiecutter.package_name }}.app:worker_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.broker.worker_port,
-        loop="uvloop",
-        http="httptools",
-        # The lifespan's exit waits for in-flight handlers: give it that long and more.
-        timeout_graceful_shutdown=int(settings.broker.worker_shutdown_seconds) + 5,
-        log_config=uvicorn_log_config(
-            level=settings.log.level,
-            json=settings.log.format == "json",
-            service=settings.service_name,
-            version=__version__,
-            environment=settings.environment.value,
-        ),
-        access_log=False,
-        server_header=False,
-    )
-    server = GracefulServer(config)
-    server.run()
-    if not server.started:
-        raise SystemExit(STARTUP_FAILURE)

@@ -1,5 +1,5 @@
-"""Observability: structured logs, access logs, tracing and metrics.
+"""Observability: structured logs (`logs`), tracing (`tracing`), metrics (`metrics`), loop lag.
 
-Each module is self-contained and wired up by the application factory, so a
-generated project can drop tracing or metrics by deleting a single file.
+Each concern is a folder of its own: a generated project without tracing or metrics has
+no such folder.
 """

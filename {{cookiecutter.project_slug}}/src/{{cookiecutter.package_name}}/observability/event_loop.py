@@ -7,7 +7,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING
 
-from {{ cookiecutter.package_name }}.background import in_background
+from {{ cookiecutter.package_name }}.lifecycle.background import in_background
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

@@ -1,0 +1,1 @@
+"""PostgreSQL: the guarded asyncpg pool, its settings and the SQL migrations."""

@@ -1,0 +1,1 @@
+"""The process's life: graceful drain on SIGTERM, background tasks, the garbage collector."""

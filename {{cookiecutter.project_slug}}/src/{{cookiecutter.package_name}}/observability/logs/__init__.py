@@ -1,0 +1,1 @@
+"""Structured JSON logs: configuration, the access line, request context, redaction."""

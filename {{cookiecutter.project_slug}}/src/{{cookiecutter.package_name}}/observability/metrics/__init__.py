@@ -1,0 +1,1 @@
+"""Prometheus metrics: the service's families, the scrape endpoint, readings of other parts."""

@@ -1,0 +1,178 @@
+"""Prometheus metrics: request counts and latency by route template, plus chassis state.
+
+Metrics live in a registry owned by the app (no module globals). With several uvicorn
+workers, set `PROMETHEUS_MULTIPROC_DIR`: every worker then writes its samples there and
+`/metrics` aggregates them, so a scrape sees the whole instance, not one worker.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from fastapi import Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from starlette.routing import Route
+
+from {{ cookiecutter.package_name }}.resilience.breaker import CircuitState
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from starlette.types import Scope
+
+    from {{ cookiecutter.package_name }}.database.pool import Pool
+    from {{ cookiecutter.package_name }}.resilience.breaker import CircuitBreaker
+
+METRICS_PATH = "/metrics"
+_STATE_VALUE = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
+# Requests without an API route (404s, the docs pages) share one label, so that
+# scanners probing random paths cannot explode the number of series.
+_OTHER = "other"
+
+
+class Metrics:
+    """The service's metric families, registered in their own registry."""
+
+    def __init__(self) -> None:
+        """Create every family; in multiprocess mode gauges sum over live workers."""
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        registry = self.registry
+        self.requests = Counter(
+            "http_requests_total",
+            "HTTP requests answered.",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds",
+            "Time from request start to the last response byte.",
+            ["method", "route"],
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.in_flight = Gauge(
+            "http_requests_in_flight",
+            "Requests being served.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.shed = Counter(
+            "http_requests_shed_total", "Requests refused by load shedding.", registry=registry
+        )
+        self.pool_size = Gauge(
+            "db_pool_connections",
+            "Open pool connections.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.pool_idle = Gauge(
+            "db_pool_idle_connections",
+            "Idle pool connections.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.breaker_state = Gauge(
+            "circuit_breaker_state",
+            "Circuit state: 0 closed, 1 half-open, 2 open.",
+            ["breaker"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.breaker_transitions = Counter(
+            "circuit_breaker_transitions_total",
+            "Circuit state changes.",
+            ["breaker", "to_state"],
+            registry=registry,
+        )
+        # Probes are exempt from the request hooks; readiness is counted here instead.
+        self.readiness = Counter(
+            "readiness_checks_total",
+            "Readiness evaluations (probes of /health/ready and /health), by result.",
+            ["ready"],
+            registry=registry,
+        )
+        self._readiness = {
+            ready: self.readiness.labels(str(ready).lower()) for ready in (True, False)
+        }
+        # Label children cached per (method, route, status): `labels()` is the costly part.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self.loop_lag = Histogram(
+            "event_loop_lag_seconds",
+            "How late the event loop ran a timer.",
+            registry=registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+        )
+
+    def request_started(self, _scope: Scope) -> object:
+        """Nothing to do before the app runs (a `ServiceMiddleware` hook)."""
+        return None
+
+    def request_finished(
+        self,
+        scope: Scope,
+        _started: object,
+        route: str | None,
+        status: int,
+        seconds: float,
+        _error: BaseException | None,
+    ) -> None:
+        """Count and time one request by method, route template and status."""
+        template = route or _OTHER
+        key = (scope["method"], template, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(key[0], template, str(status)),
+                self.latency.labels(key[0], template),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def readiness_checked(self, ready: bool) -> None:  # noqa: FBT001 - a Health callback
+        """Count one readiness result."""
+        self._readiness[ready].inc()
+
+    def breaker_changed(
+        self, breaker: CircuitBreaker, _old: CircuitState, new: CircuitState
+    ) -> None:
+        """Record a circuit transition."""
+        self.breaker_state.labels(breaker.name).set(_STATE_VALUE[new])
+        self.breaker_transitions.labels(breaker.name, new.value).inc()
+
+    def sample(self, pool: Pool, breakers: Iterable[CircuitBreaker], in_flight: int) -> None:
+        """Refresh the gauges that describe state rather than events."""
+        # Sampled rather than counted per request: two locked updates per request
+        # cost more than the gauge is worth between scrapes.
+        self.in_flight.set(in_flight)
+        self.pool_size.set(pool.get_size())
+        self.pool_idle.set(pool.get_idle_size())
+        for breaker in breakers:
+            self.breaker_state.labels(breaker.name).set(_STATE_VALUE[breaker.state])
+
+    def exposition(self) -> bytes:
+        """The text format, aggregated over workers in multiprocess mode."""
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """Prometheus scrape endpoint."""
+    metrics: Metrics = request.app.state.metrics
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+# A plain Starlette route, like the probes: a scrape needs no FastAPI parameter handling.
+routes = [Route(METRICS_PATH, metrics_endpoint, methods=["GET"], include_in_schema=False)]

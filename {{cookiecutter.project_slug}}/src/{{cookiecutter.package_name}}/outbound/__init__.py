@@ -1,0 +1,1 @@
+"""Calling other services: the outbound HTTP client with timeouts and a breaker per host."""

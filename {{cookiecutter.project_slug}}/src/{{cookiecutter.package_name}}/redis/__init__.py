@@ -1,0 +1,1 @@
+"""State shared by every replica, in Redis: rate limits, idempotency keys, locks, periodic jobs."""

@@ -1,0 +1,1 @@
+"""Staying up while dependencies fail: circuit breakers, load shedding, request deadlines."""

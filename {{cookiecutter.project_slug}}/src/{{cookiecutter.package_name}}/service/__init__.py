@@ -1,0 +1,1 @@
+"""The service's skeleton: the middleware, the extension points (`parts`), problems, OpenAPI."""
