@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 import structlog
 
-from {{ cookiecutter.package_name }}.service.problems import retry_after, send_problem
 from {{ cookiecutter.package_name }}.redis.rate_limit import caller_key
 from {{ cookiecutter.package_name }}.redis.scripts import Script
+from {{ cookiecutter.package_name }}.service.problems import retry_after, send_problem
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send

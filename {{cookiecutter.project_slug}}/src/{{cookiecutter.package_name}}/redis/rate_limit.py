@@ -41,9 +41,9 @@ from typing import TYPE_CHECKING, Any, Final
 import structlog
 from starlette.routing import compile_path
 
-from {{ cookiecutter.package_name }}.service.middleware import Rejection
 from {{ cookiecutter.package_name }}.observability.logs.context import user_id_var
 from {{ cookiecutter.package_name }}.redis.scripts import Script
+from {{ cookiecutter.package_name }}.service.middleware import Rejection
 
 if TYPE_CHECKING:
     import re
