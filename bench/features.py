@@ -91,7 +91,7 @@ FEATURES = [
         "idempotency lookup (POST with a key)",
         route="items_post_key",
         against="items_post",
-        note="with Redis; claim before, store after: two round trips on the lean connection",
+        note="with Redis; a round trip before (claim), one write after (reply not awaited)",
         needs="redis",
     ),
     Feature(
