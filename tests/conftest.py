@@ -35,9 +35,13 @@ def template() -> Path:
     return TEMPLATE
 
 
+@pytest.hookimpl(tryfirst=True)  # before the terminal reporter reads the report options
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the markers the template's tests use."""
+    """Register the markers the template's tests use; report skips with their reasons."""
     config.addinivalue_line("markers", "bench: the benchmark harness smoke test (slow)")
+    # A skipped suite names the server it needs and the variable to set (`-r s`).
+    if "N" not in config.option.reportchars:
+        config.option.reportchars += "s"
 
 
 # Option-matrix tiers (tests/test_generated.py): combinations that passed, by tier.

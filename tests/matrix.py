@@ -7,8 +7,9 @@ the template (and its name to CODE_OPTION_NAMES) widens every tier with no other
   byte-compile, ruff check);
 - PAIRWISE: a covering set in which every pair of values of two options appears in at
   least one combination (ruff format --check, mypy --strict);
-- SUITES: the generated test suite runs on the defaults, everything on, everything off,
-  and each value listed in OPTION_VALUE_SUITES, spread over the interpreters;
+- SUITES: the generated test suite runs on the defaults, everything on (with the values
+  whose servers the tests start themselves), everything off, and each value listed in
+  OPTION_VALUE_SUITES, spread over the interpreters;
 - VENV_COMBOS: the few combinations that together use every option value; the shared
   virtualenv holds the union of their dependencies.
 """
@@ -40,6 +41,13 @@ INTERPRETERS = ["3.12", "3.13", "3.11"]
 # Suites that run with DATABASE_URL, REDIS_URL and NATS_URL unset (RabbitMQ has no
 # throwaway server: its suites always need RABBITMQ_URL).
 THROWAWAY_SERVERS = {"all-off", "broker-nats"}
+# Option values whose generated suite needs a server that no registry package can start
+# (the tests start PostgreSQL, Valkey and nats-server themselves): the variable that names
+# one, and an example. Such a suite is skipped, saying so, where the variable is unset;
+# `.ci/run` sets it. "Everything on" picks another value, so it runs on any machine.
+EXTERNAL_SERVERS: dict[tuple[str, str], tuple[str, str]] = {
+    ("broker", "rabbitmq"): ("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+}
 
 Answers = dict[str, str]
 
@@ -52,6 +60,17 @@ DEFAULTS: Answers = {name: values[0] for name, values in CODE_OPTIONS.items()}
 def on(values: list[str]) -> str:
     """The first value that enables the feature."""
     return next((v for v in values if v not in OFF_VALUES), values[0])
+
+
+def on_anywhere(option: str, values: list[str]) -> str:
+    """The first value that enables the feature without a server the tests cannot start."""
+    usable = [v for v in values if (option, v) not in EXTERNAL_SERVERS]
+    return on(usable) if usable else on(values)
+
+
+def servers_needed(answers: Answers) -> list[tuple[str, str]]:
+    """(variable, example) of each server that `answers`' suite needs from the machine."""
+    return [EXTERNAL_SERVERS[item] for item in answers.items() if item in EXTERNAL_SERVERS]
 
 
 def off(values: list[str]) -> str:
@@ -108,7 +127,7 @@ def suite_cases() -> list[tuple[str, str, Answers, bool]]:
     """(id, python version, answers, use the server URLs) for every whole-suite run."""
     cases: list[tuple[str, Answers]] = [
         ("defaults", {}),
-        ("all-on", {o: on(v) for o, v in CODE_OPTIONS.items()}),
+        ("all-on", {o: on_anywhere(o, v) for o, v in CODE_OPTIONS.items()}),
         ("all-off", {o: off(v) for o, v in CODE_OPTIONS.items()}),
     ]
     cases += [

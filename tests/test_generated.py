@@ -24,7 +24,7 @@ import pytest
 from filelock import FileLock
 
 from tests.conftest import bake_ok
-from tests.matrix import FULL, PAIRWISE, SUITES, VENV_COMBOS, name
+from tests.matrix import FULL, PAIRWISE, SUITES, VENV_COMBOS, name, servers_needed
 
 # Template syntax that survived rendering. `${{ ... }}` is GitHub Actions' own syntax.
 LEFTOVER = re.compile(r"(?<!\$)\{\{|\{%")
@@ -182,6 +182,9 @@ def test_generated_suite_passes(
     database_url: bool,
 ) -> None:
     """Tier 3: the generated project's whole test suite (see matrix.SUITES)."""
+    for variable, example in servers_needed(answers):
+        if not os.environ.get(variable):
+            pytest.skip(f"needs a server the tests cannot start: set {variable} (e.g. {example}); bash .ci/run sets it")
     python = interpreter(python_version)
     venv = shared_venv(python, venv_root, cookies)
     index = next(i for i, case in enumerate(SUITES) if case[1:] == (python_version, answers, database_url))

@@ -52,3 +52,15 @@ def test_code_options_come_from_cookiecutter_json() -> None:
     all_off = matrix.SUITES[2]
     assert all_off[3] is False, "one suite runs on the throwaway PostgreSQL"
     assert set(all_off[2].values()) <= matrix.OFF_VALUES
+
+
+def test_everything_on_runs_anywhere_and_rabbitmq_runs_where_its_server_is_named() -> None:
+    """A fresh machine has no RabbitMQ and no package starts one: "all on" uses NATS, and
+    the RabbitMQ suite asks for RABBITMQ_URL (set by .ci/run) instead of erroring."""
+    suites = {label.rsplit("-py", 1)[0]: answers for label, _, answers, _ in matrix.SUITES}
+    assert suites["all-on"]["broker"] == "nats"
+    assert not set(suites["all-on"].values()) & matrix.OFF_VALUES
+    assert matrix.servers_needed(suites["all-on"]) == []
+    assert [v for v, _ in matrix.servers_needed(suites["broker-rabbitmq"])] == ["RABBITMQ_URL"]
+    needing = [label for label, answers in suites.items() if matrix.servers_needed(answers)]
+    assert needing == ["broker-rabbitmq"]

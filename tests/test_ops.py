@@ -12,6 +12,7 @@ service; the generated suites run it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -64,8 +65,13 @@ def baked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def promtool() -> str:
+    """promtool, which CI always has; elsewhere its tests are skipped with how to get it."""
     path = shutil.which("promtool")
-    assert path, "promtool missing: .ci/run installs Debian's prometheus package"
+    if path is None:
+        message = "promtool missing: apt-get install prometheus (bash .ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     return path
 
 

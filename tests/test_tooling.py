@@ -66,9 +66,13 @@ def test_gitlab_has_no_job_named_after_a_keyword(cookies: Any) -> None:  # noqa:
 
 
 def test_github_workflow_zizmor_and_actionlint_clean(cookies: Any) -> None:  # noqa: ANN401
-    project = bake_ok(cookies, ci="github")
+    project = bake_ok(cookies, ci="github", broker="rabbitmq")
     workflow = project / ".github" / "workflows" / "ci.yml"
-    check(tool("zizmor"), "--offline", "--no-progress", "--min-severity", "medium", str(workflow))
+    dependabot = project / ".github" / "dependabot.yml"
+    # The regular persona at every severity: not one finding, on the workflow or Dependabot.
+    output = check(tool("zizmor"), "--offline", "--no-progress", "--persona", "regular",
+                   str(workflow), str(dependabot))  # fmt: skip
+    assert "No findings to report" in output, output
     check(tool("actionlint"), "-no-color", str(workflow.relative_to(project)), cwd=project)
     steps = [s for job in yaml.safe_load(workflow.read_text())["jobs"].values() for s in job["steps"]]
     lines = workflow.read_text().splitlines()
@@ -156,10 +160,48 @@ def test_uv_life_cycle_hooks_and_locked_image_build(cookies: Any, tmp_path: Path
 
 def test_dependabot_covers_uv_docker_and_actions(cookies: Any) -> None:  # noqa: ANN401
     config = yaml.safe_load((bake_ok(cookies, ci="github") / ".github" / "dependabot.yml").read_text())
-    assert {u["package-ecosystem"] for u in config["updates"]} == {"uv", "docker", "github-actions"}
-    renovate = bake_ok(cookies, ci="gitlab") / "renovate.json"
-    assert json.loads(renovate.read_text())["lockFileMaintenance"]["enabled"] is True
+    updates = {u["package-ecosystem"]: u for u in config["updates"]}
+    assert set(updates) == {"uv", "docker", "github-actions"}
+    # A new release waits a week (security updates are exempt from a cooldown).
+    for ecosystem, update in updates.items():
+        assert update["cooldown"]["default-days"] >= 7, ecosystem
+    # The workflow's service images are updated by the docker updater, which reads `image:`.
+    assert "/.github/workflows" in updates["docker"]["directories"]
+    renovate = json.loads((bake_ok(cookies, ci="gitlab") / "renovate.json").read_text())
+    assert renovate["lockFileMaintenance"]["enabled"] is True
+    days, unit = renovate["minimumReleaseAge"].split()
+    assert unit == "days"
+    assert int(days) >= 7
+    assert renovate["vulnerabilityAlerts"]["minimumReleaseAge"] is None
     assert not (bake_ok(cookies, ci="none") / "renovate.json").exists()
+
+
+PINNED_IMAGE = re.compile(r"[a-z0-9./-]+:[\w.-]+@sha256:[0-9a-f]{64}")
+
+
+@pytest.mark.parametrize("broker", ["none", "rabbitmq", "nats"])
+def test_ci_service_images_are_pinned_to_digests(cookies: Any, broker: str) -> None:  # noqa: ANN401
+    """Tag (what a bot bumps, what a reader sees) and digest (what runs) in each reference."""
+    github = yaml.safe_load(
+        (bake_ok(cookies, ci="github", broker=broker) / ".github" / "workflows" / "ci.yml").read_text()
+    )
+    images = [
+        service["image"]
+        for job in github["jobs"].values()
+        for service in job.get("services", {}).values()
+    ]
+    gitlab = yaml.safe_load((bake_ok(cookies, ci="gitlab", broker=broker) / ".gitlab-ci.yml").read_text())
+    for job in gitlab.values():
+        if isinstance(job, dict) and "script" in job:
+            services = job.get("services", [])
+            images += [s["name"] if isinstance(s, dict) else s for s in services]
+            if job.get("stage") == "build":
+                images.append(job["image"])
+    assert any(image.startswith("postgres:") for image in images)
+    if broker != "none":
+        assert any(image.startswith(f"{broker}:") for image in images)
+    for image in images:
+        assert PINNED_IMAGE.fullmatch(image), f"not pinned to a digest: {image}"
 
 
 def test_network_policy_selects_the_service_pods_and_allows_what_they_need(cookies: Any) -> None:  # noqa: ANN401

@@ -114,6 +114,65 @@ async def test_bad_claims_are_401_invalid_token(
     assert reason in response.json()["detail"]
 
 
+YEAR_2100 = 4_102_444_800
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        # No float holds it: the verified-token cache's float() failed with a 500.
+        pytest.param("exp", 10**400, id="exp-10**400"),
+        pytest.param("exp", 1e300, id="exp-1e300"),
+        # RFC 7519 NumericDate is a JSON number; PyJWT's int() takes strings.
+        pytest.param("exp", str(YEAR_2100), id="exp-string"),
+        pytest.param("exp", f" {YEAR_2100} ", id="exp-string-with-spaces"),
+        pytest.param("exp", True, id="exp-true"),
+        pytest.param("nbf", "0", id="nbf-string"),
+        pytest.param("nbf", 10**400, id="nbf-10**400"),
+        pytest.param("iat", "1000000000", id="iat-string"),
+        pytest.param("iat", [1_000_000_000], id="iat-list"),
+    ],
+)
+async def test_a_time_claim_that_is_not_a_numeric_date_is_401_and_not_remembered(
+    provider: IdentityProvider,
+    database_url: str,
+    full_verifications: list[str],
+    name: str,
+    value: Any,
+) -> None:
+    token = provider.token(**{name: value})
+    async with trusting(provider, database_url) as (_, client):
+        for _ in range(2):
+            response = await client.get(WHOAMI, headers=bearer(token))
+            assert response.status_code == 401, response.text
+            assert 'error="invalid_token"' in challenge(response)
+        good = provider.token()
+        assert (await client.get(WHOAMI, headers=bearer(good))).status_code == 200
+    # Checked in full each time (never cached), like any refused token.
+    assert full_verifications == [token, token, good]
+
+
+@pytest.mark.parametrize(
+    "order",
+    ["valid, forged", "forged, valid", "valid, valid", "valid, empty"],
+)
+async def test_more_than_one_authorization_field_is_400_invalid_request(
+    client: httpx.AsyncClient, provider: IdentityProvider, order: str
+) -> None:
+    forged = unsigned({"alg": "RS256", "kid": provider.rsa.kid}, claims_of(provider), b"x" * 64)
+    tokens = {
+        "valid": f"Bearer {provider.token()}",
+        "forged": f"Bearer {forged}",
+        "empty": "",
+    }
+    fields = [("Authorization", tokens[which]) for which in order.split(", ")]
+    response = await client.get(WHOAMI, headers=fields)
+    assert response.status_code == 400
+    # RFC 6750, section 3.1: more than one method (here, field) of sending a token.
+    assert 'error="invalid_request"' in challenge(response)
+    assert "one Authorization header" in response.json()["detail"]
+
+
 async def test_clock_skew_within_the_leeway_is_tolerated(
     client: httpx.AsyncClient, provider: IdentityProvider
 ) -> None:
@@ -262,7 +321,7 @@ async def test_openapi_documents_the_security_scheme_and_answers(
     )
     read = document["paths"][WHOAMI]["get"]
     assert read["security"] == [{"bearerAuth": []}, {"openIdConnect": []}]
-    assert "401" in read["responses"]
+    assert {"400", "401"} <= set(read["responses"])
     assert "403" not in read["responses"]
     write = document["paths"][THINGS]["post"]
     scoped = ["things:write"]
@@ -304,6 +363,11 @@ def test_real_process_401_without_token_user_id_in_the_access_line_and_no_token_
             assert ok.status_code == 404
             refused = httpx.get(f"{service.url}/items/1", headers=bearer(expired), timeout=5)
             assert refused.status_code == 401
+            # Two Authorization fields reach the app over a real socket: neither one wins.
+            fields = [("Authorization", f"Bearer {good}"), ("Authorization", "Bearer x.y.z")]
+            twice = httpx.get(f"{service.url}/no-such-page", headers=fields, timeout=5)
+            assert twice.status_code == 400
+            assert 'error="invalid_request"' in twice.headers["www-authenticate"]
             assert service.stop() == 0
             output = service.output()
     lines = [orjson.loads(line) for line in output.splitlines()]

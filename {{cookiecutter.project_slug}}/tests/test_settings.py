@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from {{ cookiecutter.package_name }}.settings import (
     ENV_PREFIX,
@@ -105,3 +107,38 @@ def test_readme_documents_every_setting() -> None:
         if name not in documented and not any(name.startswith(w) for w in wildcards)
     ]
     assert missing == []
+
+
+def settings_a_user_must_set(model: type[BaseModel], prefix: str) -> list[str]:
+    """The variables without a default, and the secrets: the connections a user points."""
+    names = []
+    for field_name, field in model.model_fields.items():
+        name = f"{prefix}{field_name.upper()}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names += settings_a_user_must_set(annotation, f"{name}{NESTED_DELIMITER}")
+        elif field.is_required() or SecretStr in (annotation, *get_args(annotation)):
+            names.append(name)
+    return names
+
+
+def test_env_example_sets_each_required_or_feature_setting_with_a_comment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lines = (Path(__file__).parent.parent / ".env.example").read_text().splitlines()
+    assigned = {}
+    for index, line in enumerate(lines):
+        name, equals, value = line.partition("=")
+        if equals and not line.startswith("#"):
+            assert lines[index - 1].startswith("#"), f"{name} has no comment above it"
+            assigned[name] = value
+    needed = settings_a_user_must_set(Settings, ENV_PREFIX)
+    assert f"{ENV_PREFIX}DATABASE_URL" in needed
+    assert [name for name in needed if name not in assigned] == []
+    # And the example's values are valid settings, by themselves.
+    for name in os.environ:
+        if name.startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
+    for name, value in assigned.items():
+        monkeypatch.setenv(name, value)
+    Settings(_env_file=None)

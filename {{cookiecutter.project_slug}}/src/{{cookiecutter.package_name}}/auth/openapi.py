@@ -2,8 +2,9 @@
 
 Every operation outside ``auth.public_paths`` gets a security requirement (a bearer
 JWT; the OpenID Connect discovery URL too when the keys come from discovery, so the docs
-page's Authorize button can use either) and its 401 answer; an operation with a
-`require(...)` dependency lists those scopes and its 403 answer.
+page's Authorize button can use either), its 401 answer and its 400 (more than one
+``Authorization`` field); an operation with a `require(...)` dependency lists those
+scopes and its 403 answer.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ def _add_security(schema: dict[str, Any], app: FastAPI, settings: AuthSettings) 
             responses["401"] = problem_response(
                 "No bearer token, or one that is not valid", headers=_CHALLENGE
             )
+            several = "More than one Authorization header"
+            if (body := responses.get("400")) is not None:
+                several = f"{body['description']}, or more than one Authorization header"
+            responses["400"] = problem_response(several, headers=_CHALLENGE)
             if scopes:
                 responses["403"] = problem_response(
                     f"The token lacks a scope: {', '.join(scopes)}", headers=_CHALLENGE

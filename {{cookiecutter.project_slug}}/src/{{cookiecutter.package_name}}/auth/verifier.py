@@ -3,12 +3,14 @@
 Once per request, before the app runs, the ``Authorization: Bearer <JWT>`` header is
 verified (RFC 6750, RFC 7519, RFC 8725): the signature by the provider's key named in
 the token's ``kid``, the algorithm against the allowed list (asymmetric only), ``iss``,
-``aud``, ``exp`` and ``nbf`` with a leeway, ``sub`` present. The caller then is the
-request's `Principal` (``scope["state"]["principal"]``) and its subject is in
-`user_id_var`, so every log line of the request carries ``user_id``.
+``aud``, ``exp`` and ``nbf`` with a leeway, ``sub`` present, and ``exp``, ``nbf``,
+``iat`` JSON numbers (RFC 7519 NumericDate; PyJWT alone also takes ``"123"``). The
+caller then is the request's `Principal` (``scope["state"]["principal"]``) and its
+subject is in `user_id_var`, so every log line of the request carries ``user_id``.
 
 Answers (``application/problem+json``): 401 with ``WWW-Authenticate: Bearer`` when no
-token is sent, with ``error="invalid_token"`` when one is sent and fails; 503 with
+token is sent, with ``error="invalid_token"`` when one is sent and fails; 400 with
+``error="invalid_request"`` when more than one ``Authorization`` field is sent; 503 with
 ``Retry-After`` when the provider's keys cannot be had (the token may be fine). Paths in
 ``auth.public_paths`` (probes, metrics, docs by default; an entry ending in ``/`` covers
 every path under it) need no token.
@@ -46,6 +48,8 @@ __all__ = ["Authenticator", "InvalidTokenError", "Principal", "bearer_challenge"
 
 _AUTHORIZATION: Final = b"authorization"
 _REQUIRED_CLAIMS: Final = ["exp", "iss", "aud", "sub"]
+_TIME_CLAIMS: Final = ("exp", "nbf", "iat")
+_LATEST_NUMERIC_DATE: Final = 253_402_300_799  # 9999-12-31T23:59:59Z, datetime's last second
 _EXPLAINED: Final = (
     (jwt.ExpiredSignatureError, "the token has expired"),
     (jwt.ImmatureSignatureError, "the token is not valid yet"),
@@ -105,15 +109,45 @@ def _unverified_header(token: str) -> dict[str, Any]:
     return header
 
 
+class _SeveralAuthorizationsError(Exception):
+    """More than one ``Authorization`` field: which credentials are meant is ambiguous."""
+
+
 def _bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """The token of the first ``Authorization`` header if it uses the Bearer scheme."""
-    for name, value in headers:
-        if name == _AUTHORIZATION:
-            scheme, _, token = value.partition(b" ")
-            if scheme.lower() != b"bearer":
-                return None
-            return token.strip().decode("latin-1")
-    return None
+    """The token of the ``Authorization`` header if it uses the Bearer scheme.
+
+    Raises `_SeveralAuthorizationsError` when the field is sent more than once (a proxy
+    or a client library may pick either one: RFC 6750, section 3.1, ``invalid_request``).
+    """
+    values = [value for name, value in headers if name == _AUTHORIZATION]
+    if not values:
+        return None
+    if len(values) > 1:
+        raise _SeveralAuthorizationsError
+    scheme, _, token = values[0].partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None
+    return token.strip().decode("latin-1")
+
+
+def _check_numeric_dates(claims: Mapping[str, Any]) -> None:
+    """Refuse ``exp``, ``nbf`` and ``iat`` that are not NumericDates (RFC 7519, section 2).
+
+    PyJWT converts them with ``int()``, so it takes ``"1796413395"`` (with spaces too),
+    ``true`` and numbers past any date (``10**400``, which no float holds).
+    """
+    for name in _TIME_CLAIMS:
+        value = claims.get(name)
+        if value is None:
+            continue
+        # NaN and infinities (which Python's JSON reader takes) fail the range test.
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not 0 <= value <= _LATEST_NUMERIC_DATE
+        ):
+            msg = f"the token's {name!r} claim is not a valid NumericDate"
+            raise InvalidTokenError(msg)
 
 
 class Authenticator:
@@ -154,8 +188,13 @@ class Authenticator:
         del response_headers  # this step adds none
         if self._is_public(scope):
             return None
-        token = _bearer_token(scope["headers"])
         realm = self._settings.realm
+        try:
+            token = _bearer_token(scope["headers"])
+        except _SeveralAuthorizationsError:
+            detail = "send one Authorization header, not several"
+            challenge = bearer_challenge(realm, error="invalid_request", error_description=detail)
+            return Rejection(400, detail, {"WWW-Authenticate": challenge})
         if token is None:
             # RFC 6750, section 3.1: no error code when no credentials were sent.
             return Rejection(
@@ -221,6 +260,7 @@ class Authenticator:
         except jwt.InvalidTokenError as exc:
             reason = next((text for kind, text in _EXPLAINED if isinstance(exc, kind)), None)
             raise InvalidTokenError(reason or "the token is invalid") from None
+        _check_numeric_dates(claims)
         principal = Principal(subject=claims["sub"], scopes=scopes_of(claims), claims=claims)
         self._verified.put(token, principal, kid, alg, key)
         return principal

@@ -223,8 +223,8 @@ def _extract(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, str, int, Tra
     if parsed is None:
         return None
     trace_id, span_id, flags = parsed
-    # Parsed only once traceparent is valid, as the spec requires; invalid
-    # members are dropped one by one (see the tracestate module).
+    # Parsed only once traceparent is valid, as the spec requires; an invalid
+    # list is discarded whole (see the tracestate module).
     trace_state = parse_tracestate(tracestate) if tracestate else _EMPTY_TRACE_STATE
     return trace_id, span_id, flags, trace_state
 

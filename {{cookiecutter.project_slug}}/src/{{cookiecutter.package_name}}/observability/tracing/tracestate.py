@@ -2,10 +2,11 @@
 
 Hand-written because OpenTelemetry's ``TraceState.from_header`` (and the
 ``TraceState`` constructor) follow the older vendor grammar: they reject keys
-the current text allows (``foo@``, ``foo@@bar``, ``1abc@x1``), throw the whole
-header away for one bad or repeated member, and log a WARNING that echoes the
-caller's bytes for every such request. Here a malformed or repeated member is
-dropped on its own, silently, and the rest of the list is kept:
+the current text allows (``foo@``, ``foo@@bar``, ``1abc@x1``) and log a WARNING
+that echoes the caller's bytes for every such request. Here nothing is logged.
+A header that breaks the grammar or its limits anywhere (a malformed member, more
+than 32 members) is discarded whole, as the spec and its test suite (at the
+default strictness) require; a repeated key keeps its leftmost member:
 
     list        = list-member 0*31( OWS "," OWS list-member )
     list-member = (key "=" value) / OWS
@@ -29,13 +30,14 @@ if TYPE_CHECKING:
 __all__ = ["MAX_MEMBERS", "parse_tracestate"]
 
 MAX_MEMBERS: Final = 32
-"""At most this many list-members are kept; those further right are dropped."""
+"""At most this many list-members; a header with more is discarded whole."""
 
 _MEMBER: Final = re.compile(
     rb"([a-z0-9][a-z0-9_\-*/@]{0,255})"
     rb"=([\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e])"
 )
 _OWS: Final = b" \t"
+_DISCARDED: Final = TraceState()
 
 
 class _ParsedTraceState(TraceState):
@@ -52,23 +54,24 @@ class _ParsedTraceState(TraceState):
 
 
 def parse_tracestate(values: Iterable[bytes]) -> TraceState:
-    """Return the valid members of the ``tracestate`` header lines ``values``.
+    """Return the members of the ``tracestate`` header lines ``values``, or none.
 
     Several header lines form one list, in order (RFC 9110). Empty members are
-    skipped, a malformed member or a repeated key (the leftmost, most recent
-    one wins) is dropped alone, and only the first `MAX_MEMBERS` valid members
-    are kept. Nothing is logged: the header is the caller's input.
+    skipped and a repeated key keeps its leftmost (most recent) member. A
+    malformed member, or more than `MAX_MEMBERS` members, makes the whole list
+    invalid: an empty state is returned. Nothing is logged: the header is the
+    caller's input.
     """
     entries: dict[str, str] = {}
+    members = 0
     for value in values:
         for member in value.split(b","):
-            match = _MEMBER.fullmatch(member.strip(_OWS))
-            if match is None:
-                continue  # empty (OWS) or malformed
-            key = match[1].decode("ascii")
-            if key in entries:
-                continue
-            entries[key] = match[2].decode("ascii")
-            if len(entries) == MAX_MEMBERS:
-                return _ParsedTraceState(entries)
+            stripped = member.strip(_OWS)
+            if not stripped:
+                continue  # an empty list-member (OWS) is allowed
+            match = _MEMBER.fullmatch(stripped)
+            members += 1
+            if match is None or members > MAX_MEMBERS:
+                return _DISCARDED
+            entries.setdefault(match[1].decode("ascii"), match[2].decode("ascii"))
     return _ParsedTraceState(entries)
