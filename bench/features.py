@@ -76,16 +76,22 @@ FEATURES = [
     Feature("request body limit", off=("body_limit",)),
     Feature("database breaker", off=("database_breaker",)),
     Feature(
-        "rate limiting (one Redis round trip)",
+        "rate limiting (a lease spent; a round trip per lease)",
         off=("rate_limiting",),
-        note="with Redis; redis-py's client is most of it",
+        note="with Redis; tokens leased in batches, see rate_limit.py",
+        needs="redis",
+    ),
+    Feature(
+        "rate limiting, one round trip per request (leases of one token)",
+        env={"{prefix}REDIS__RATE_LIMIT__MAX_LEASE": "1"},
+        note="with Redis; on top of the row above: the lean connection's round trip",
         needs="redis",
     ),
     Feature(
         "idempotency lookup (POST with a key)",
         route="items_post_key",
         against="items_post",
-        note="with Redis; claim + store, two round trips",
+        note="with Redis; a round trip before (claim), one write after (reply not awaited)",
         needs="redis",
     ),
     Feature(

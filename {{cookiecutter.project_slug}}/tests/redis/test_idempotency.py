@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import httpx
+import pytest
 from fastapi import FastAPI, Response
 
 from {{ cookiecutter.package_name }}.redis.idempotency import parse_key
 from {{ cookiecutter.package_name }}.redis.idempotent_routes import make_idempotent
 from {{ cookiecutter.package_name }}.redis.settings import IdempotencySettings, RedisSettings
 from {{ cookiecutter.package_name }}.redis.store import open_redis
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 
 def key(value: str) -> dict[str, str]:
@@ -23,7 +29,14 @@ def test_key_syntax() -> None:
     assert parse_key(b'"' + b"x" * 255 + b'"') == "x" * 255
 
 
-async def test_5xx_is_not_stored(redis_url: str, prefix: str) -> None:
+@pytest.mark.parametrize("scripts_cached", [True, False])
+async def test_5xx_is_not_stored(
+    redis_url: str, prefix: str, redis_client: aioredis.Redis, *, scripts_cached: bool
+) -> None:
+    # Also with Redis's script cache empty (restarted, flushed): the release written after
+    # the 503, unawaited, must still come before the retry's claim.
+    if not scripts_cached:
+        await redis_client.script_flush()
     calls = 0
 
     async def flaky() -> Response:

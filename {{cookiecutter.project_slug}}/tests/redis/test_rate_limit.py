@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import httpx
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
 RATELIMIT = re.compile(r'^"(?P<name>[a-z0-9]+)";r=(?P<r>\d+);t=(?P<t>\d+)$')
 
 
-def policy(limit: int, window: float = 60, burst: int | None = None) -> dict[str, object]:
+def policy(limit: int, window: int = 60, burst: int | None = None) -> dict[str, object]:
     return {"limit": limit, "window_seconds": window, "burst": burst}
 
 
@@ -28,7 +30,7 @@ async def test_quota_then_429_with_retry_after_and_fields(
     database_url: str, redis_url: str, prefix: str
 ) -> None:
     settings = redis_settings(
-        database_url, redis_url, prefix, {"rate_limit": {"default": policy(3)}}
+        database_url, redis_url, prefix, {"rate_limit": {"default": policy(3, burst=3)}}
     )
     async with serving(settings) as (_, http):
         answers = [await http.get("/nope") for _ in range(4)]
@@ -39,18 +41,30 @@ async def test_quota_then_429_with_retry_after_and_fields(
     refused = answers[-1]
     assert refused.headers["content-type"] == "application/problem+json"
     assert refused.json()["status"] == 429
-    # One token per 20 s: the next one is due in 20 s at most.
-    assert 1 <= int(refused.headers["Retry-After"]) <= 20
+    # All three at once, so one token per window (+ the 1 s lease time): 61 s at most.
+    assert 55 <= int(refused.headers["Retry-After"]) <= 61
+
+
+async def test_default_burst_is_half_the_limit(
+    database_url: str, redis_url: str, prefix: str
+) -> None:
+    settings = redis_settings(
+        database_url, redis_url, prefix, {"rate_limit": {"default": policy(6)}}
+    )
+    async with serving(settings) as (_, http):
+        answers = [(await http.get("/nope")).status_code for _ in range(4)]
+    assert answers == [404, 404, 404, 429]
 
 
 async def test_burst_then_sustained_rate(database_url: str, redis_url: str, prefix: str) -> None:
-    # 10 per second sustained, 2 at once: a token every 100 ms.
+    # 10 in any second, 2 of them at once: the other 8 (+1) come back one per
+    # (1 s + 0.1 s of lease time) / 9 = 122 ms.
     settings = redis_settings(
         database_url, redis_url, prefix, {"rate_limit": {"default": policy(10, 1, burst=2)}}
     )
     async with serving(settings) as (_, http):
         first = [(await http.get("/nope")).status_code for _ in range(3)]
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(0.3)
         later = [(await http.get("/nope")).status_code for _ in range(3)]
     assert first == [404, 404, 429]
     assert later[:2] == [404, 404]
@@ -114,23 +128,60 @@ async def test_fail_closed_answers_503(database_url: str, prefix: str) -> None:
     assert answer.headers["Retry-After"] == "1"
 
 
-def test_two_replicas_share_one_limit(database_url: str, redis_url: str, prefix: str) -> None:
+def hammer(
+    urls: list[str], seconds: float, threads: int = 4
+) -> list[tuple[float, float, httpx.Response]]:
+    """Requests from one caller to `urls` in turn: (sent, answered, response) each."""
+    answers: list[tuple[float, float, httpx.Response]] = []
+    deadline = time.monotonic() + seconds
+
+    def worker(offset: int) -> None:
+        with httpx.Client(headers=CLIENT_HEADERS, timeout=10) as client:
+            n = offset
+            while (sent := time.monotonic()) < deadline:
+                response = client.get(f"{urls[n % len(urls)]}/nope")
+                answers.append((sent, time.monotonic(), response))
+                n += 1
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(worker, range(threads)))
+    return answers
+
+
+def most_in_any_window(admitted: list[tuple[float, float]], window: float) -> int:
+    """The most admissions certainly inside one `window`: sent after its start, answered
+    before its end (the admission itself happened between the two)."""
+    return max(
+        sum(1 for sent, answered in admitted if sent >= start and answered < start + window)
+        for start, _ in admitted
+    )
+
+
+def test_two_replicas_never_exceed_the_policy_in_any_window(
+    database_url: str, redis_url: str, prefix: str
+) -> None:
+    # q=60 in any 2 s, 40 at once: leases of up to 10 tokens per replica (a quarter of
+    # the burst), spent within 0.2 s; the refill is 21 tokens per 2.2 s.
+    limit, window = 60, 2
     env = {
         f"{ENV_PREFIX}REDIS__URL": redis_url,
         f"{ENV_PREFIX}REDIS__KEY_PREFIX": prefix,
-        f"{ENV_PREFIX}REDIS__RATE_LIMIT__DEFAULT__LIMIT": "20",
-        f"{ENV_PREFIX}REDIS__RATE_LIMIT__DEFAULT__WINDOW_SECONDS": "60",
+        f"{ENV_PREFIX}REDIS__RATE_LIMIT__DEFAULT__LIMIT": str(limit),
+        f"{ENV_PREFIX}REDIS__RATE_LIMIT__DEFAULT__WINDOW_SECONDS": str(window),
+        f"{ENV_PREFIX}REDIS__RATE_LIMIT__DEFAULT__BURST": "40",
     }
-    with (
-        running_service(database_url, env) as one,
-        running_service(database_url, env) as two,
-        httpx.Client(headers=CLIENT_HEADERS, timeout=10) as client,
-    ):
-        answers = [client.get(f"{(one, two)[i % 2].url}/nope") for i in range(60)]
-    admitted = [a for a in answers if a.status_code == 404]
-    refused = [a for a in answers if a.status_code == 429]
-    assert len(admitted) + len(refused) == 60
-    # 20 at once, then one token every 3 s: the run takes far less than 3 s per extra.
-    assert 20 <= len(admitted) <= 21
+    with running_service(database_url, env) as one, running_service(database_url, env) as two:
+        answers = hammer([one.url, two.url], seconds=5.0)
+    admitted = [(sent, answered) for sent, answered, a in answers if a.status_code == 404]
+    refused = [a for _, _, a in answers if a.status_code == 429]
+    assert len(admitted) + len(refused) == len(answers)
+    # The promise, with no tolerance: never more than q in any w seconds...
+    assert most_in_any_window(admitted, window) <= limit
+    # ...and not kept by refusing everything: the burst, then ~21 per 2.2 s for ~5 s
+    # (less what leases left unspent drop, at most 10 per replica per 0.2 s).
+    assert len(admitted) >= 40 + 20
+    assert len(refused) > 0
     assert all(a.headers["Retry-After"].isdigit() and "RateLimit" in a.headers for a in refused)
-    assert {a.url.port for a in admitted} == {httpx.URL(one.url).port, httpx.URL(two.url).port}
+    ports = {a.url.port for _, _, a in answers if a.status_code == 404}
+    assert ports == {httpx.URL(one.url).port, httpx.URL(two.url).port}
+    assert {a.headers["RateLimit-Policy"] for _, _, a in answers} == {'"default";q=60;w=2'}

@@ -17,6 +17,7 @@ than running unprotected; requests without a key are not affected.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from typing import TYPE_CHECKING, Any, Final
 
@@ -24,6 +25,7 @@ import orjson
 import structlog
 
 from {{ cookiecutter.package_name }}.redis.rate_limit import caller_key
+from {{ cookiecutter.package_name }}.redis.scripts import Script
 from {{ cookiecutter.package_name }}.service.problems import retry_after, send_problem
 
 if TYPE_CHECKING:
@@ -38,6 +40,8 @@ HEADER: Final = "Idempotency-Key"
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
 _HEADER: Final = HEADER.lower().encode("ascii")
 MAX_KEY_LENGTH: Final = 255
+# Printable ASCII without the quote and the backslash (a structured-field string's body).
+_KEY: Final = re.compile(rb"[\x20\x21\x23-\x5b\x5d-\x7e]{1,%d}" % MAX_KEY_LENGTH)
 # Stored with the answer; the rest (request id, rate limits) belongs to each request.
 _KEPT_HEADERS: Final = frozenset(
     {
@@ -53,21 +57,21 @@ _KEPT_HEADERS: Final = frozenset(
 
 # KEYS[1]: the record; ARGV: the claim, its lifetime (ms). Returns the record found, or
 # nil after claiming the key: one round trip, no window between the read and the claim.
-CLAIM_SCRIPT: Final = """
+CLAIM_SCRIPT: Final = Script("""
 local found = redis.call('GET', KEYS[1])
 if found then return found end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
-"""
+""")
 # KEYS[1]: the record; ARGV: claim token, final record (or '' to release), lifetime (ms).
 # Only the claim's owner may finish it: after an expiry, someone else may hold it.
-FINISH_SCRIPT: Final = """
+FINISH_SCRIPT: Final = Script("""
 local found = redis.call('GET', KEYS[1])
 if not found or cjson.decode(found)['token'] ~= ARGV[1] then return 0 end
 if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
 return 1
-"""
+""")
 
 
 def parse_key(value: bytes) -> str | None:
@@ -77,9 +81,7 @@ def parse_key(value: bytes) -> str | None:
     """
     if len(value) >= 2 and value[:1] == b'"' == value[-1:]:  # noqa: PLR2004 - two quotes
         value = value[1:-1]
-    if not 0 < len(value) <= MAX_KEY_LENGTH or b'"' in value or b"\\" in value:
-        return None
-    if not all(0x20 <= byte <= 0x7E for byte in value):  # noqa: PLR2004 - printable ASCII
+    if _KEY.fullmatch(value) is None:
         return None
     return value.decode("ascii")
 
@@ -124,12 +126,7 @@ class Idempotent:
             return
         try:
             record_key = store.key("idem", caller, hashlib.sha256(key.encode()).hexdigest())
-            found = await store.call(
-                "EVALSHA",
-                store.script(CLAIM_SCRIPT),
-                keys=[record_key],
-                args=[claim, self._in_flight_ms],
-            )
+            found = await store.run(CLAIM_SCRIPT, (record_key,), (claim, self._in_flight_ms))
         except Exception as exc:  # noqa: BLE001 - an open circuit or any redis-py error
             log.warning("idempotency_unavailable", error=f"{type(exc).__name__}: {exc}")
             await _problem(send, scope, 503, "idempotency keys are unavailable", retry=1)
@@ -216,15 +213,18 @@ class Idempotent:
                         "body": b"".join(chunks).hex(),
                     }
                 )
+            # One write, its reply not awaited: the answer has been sent already, and a
+            # retry through this replica follows it on the same connection.
+            finish = (record_key,), (token, record, self._ttl_ms)
             try:
-                await store.call(
-                    "EVALSHA",
-                    store.script(FINISH_SCRIPT),
-                    keys=[record_key],
-                    args=[token, record, self._ttl_ms],
-                )
+                if not store.run_soon(FINISH_SCRIPT, *finish, _not_stored):
+                    await store.run(FINISH_SCRIPT, *finish)
             except Exception as exc:  # noqa: BLE001 - the claim expires on its own
-                log.warning("idempotency_record_not_stored", error=f"{type(exc).__name__}: {exc}")
+                _not_stored(exc)
+
+
+def _not_stored(exc: BaseException) -> None:
+    log.warning("idempotency_record_not_stored", error=f"{type(exc).__name__}: {exc}")
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:

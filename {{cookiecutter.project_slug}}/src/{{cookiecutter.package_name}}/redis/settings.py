@@ -5,17 +5,29 @@ The `redis` group of `Settings` (`REDIS__...` under the prefix); see `settings.p
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from typing import Self
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from {{ cookiecutter.package_name }}.resilience.config import BreakerSettings
 
 
 class RatePolicy(BaseModel):
-    """Requests a caller may make: `limit` per `window_seconds`, up to `burst` at once."""
+    """At most `limit` requests in any `window_seconds`, of which up to `burst` at once.
+
+    Whole seconds: the ``RateLimit-Policy`` field announces the window as an integer.
+    """
 
     limit: int = Field(100, ge=1)
-    window_seconds: float = Field(60.0, gt=0)
-    burst: int | None = Field(None, ge=1)  # None: the limit itself
+    window_seconds: int = Field(60, ge=1)
+    burst: int | None = Field(None, ge=1)  # None: half the limit, rounded up
+
+    @model_validator(mode="after")
+    def _burst_within_limit(self) -> Self:
+        if self.burst is not None and self.burst > self.limit:
+            msg = "burst must not exceed limit: the burst is part of the limit"
+            raise ValueError(msg)
+        return self
 
 
 class RateLimitSettings(BaseModel):
@@ -30,6 +42,10 @@ class RateLimitSettings(BaseModel):
     )
     api_key_header: str | None = None
     fail_open: bool = True
+    # A replica spends tokens it took from Redis within this time (at most a tenth of
+    # the window); the refill rate leaves room for it, so the promise holds exactly.
+    lease_seconds: float = Field(1.0, gt=0, le=60)
+    max_lease: int = Field(64, ge=1)  # tokens per lease at most (and a quarter of the burst)
 
 
 class IdempotencySettings(BaseModel):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -24,14 +24,14 @@ import structlog
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from {{ cookiecutter.package_name }}.redis.scripts import ScriptClient
 from {{ cookiecutter.package_name }}.resilience.breaker import BreakerConfig, CircuitBreaker, CircuitState
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
     from contextlib import AbstractContextManager
 
-    from redis.commands.core import AsyncScript
-
+    from {{ cookiecutter.package_name }}.redis.scripts import Arg, Script
     from {{ cookiecutter.package_name }}.redis.settings import RedisSettings
     from {{ cookiecutter.package_name }}.resilience.breaker import StateChangeCallback
 
@@ -59,28 +59,77 @@ class RedisStore:
         client: aioredis.Redis,
         breaker: CircuitBreaker,
         *,
+        scripts: ScriptClient,
         key_prefix: str,
         command_span: Callable[[str], AbstractContextManager[object]] | None = None,
     ) -> None:
-        """Take ownership of `client`; `open_redis` closes it."""
+        """Take ownership of `client` and `scripts`; `open_redis` closes them."""
         self.client = client
+        self.scripts = scripts
         self.breaker = breaker
         self.key_prefix = key_prefix
         self._span = command_span
         self.commands = 0
         self.errors = 0
-        self._scripts: dict[str, AsyncScript] = {}
 
     def key(self, *parts: str) -> str:
         """A key under this service's prefix: ``key("rl", "default", caller)``."""
         return self.key_prefix + ":".join(parts)
 
-    def script(self, source: str) -> AsyncScript:
-        """A Lua script registered once: redis-py calls it by SHA, loading it on NOSCRIPT."""
-        script = self._scripts.get(source)
-        if script is None:
-            script = self._scripts[source] = self.client.register_script(source)
-        return script
+    async def run(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:  # noqa: ANN401
+        """Run a request-path script on the lean connection, under the breaker.
+
+        `call`, written out: one coroutine and one argument tuple less per call.
+        """
+        if self._span is not None:
+            return await self.call("EVALSHA", self.scripts.evalsha, script, keys, args)
+        breaker = self.breaker
+        admitted = breaker.admit()
+        self.commands += 1
+        try:
+            result = await self.scripts.evalsha(script, keys, args)
+        except BaseException as exc:
+            if is_redis_failure(exc):
+                self.errors += 1
+            breaker.settle(admitted, exc)
+            raise
+        breaker.settle(admitted, None)
+        return result
+
+    def run_soon(
+        self,
+        script: Script,
+        keys: Sequence[Arg],
+        args: Sequence[Arg],
+        on_failure: Callable[[BaseException], None],
+    ) -> bool:
+        """Send a request-path script whose reply nobody waits for (a write after the answer).
+
+        Sent in full (``EVAL``), not by SHA: a ``NOSCRIPT`` reply resent later would let
+        commands written meanwhile overtake it. Under the breaker as `run` (raises
+        `CircuitOpenError` while it is open); the outcome is settled, and a failure
+        passed to `on_failure`, when the reply comes. False, sending nothing, when the
+        lean connection is not open or spans are exported: then `await run(...)`.
+        """
+        if self._span is not None or not self.scripts.connected:
+            return False
+        admitted = self.breaker.admit()
+        sent = self.scripts.evalsha_soon(script, keys, args, full=True)
+        if sent is None:  # not reached: `connected` was checked above
+            self.breaker.settle(admitted, None)
+            return False
+        self.commands += 1
+
+        def settle(future: asyncio.Future[Any]) -> None:
+            exc = future.exception() if not future.cancelled() else asyncio.CancelledError()
+            if exc is not None and is_redis_failure(exc):
+                self.errors += 1
+            self.breaker.settle(admitted, exc)
+            if exc is not None:
+                on_failure(exc)
+
+        sent.add_done_callback(settle)
+        return True
 
     @property
     def pool_in_use(self) -> int:
@@ -99,9 +148,13 @@ class RedisStore:
         breaker = self.breaker
         admitted = breaker.admit()
         self.commands += 1
+        span = self._span
         try:
-            with self._span(name) if self._span is not None else nullcontext():
+            if span is None:
                 result = await fn(*args, **kwargs)
+            else:
+                with span(name):
+                    result = await fn(*args, **kwargs)
         except BaseException as exc:
             if is_redis_failure(exc):
                 self.errors += 1
@@ -174,7 +227,19 @@ async def open_redis(
         is_failure=is_redis_failure,
         on_state_change=on_state_change,
     )
-    store = RedisStore(client, breaker, key_prefix=settings.key_prefix, command_span=command_span)
+    scripts = ScriptClient(
+        settings.url.get_secret_value(),
+        connect_timeout=settings.connect_timeout,
+        command_timeout=settings.command_timeout,
+        client_name=service,
+    )
+    store = RedisStore(
+        client,
+        breaker,
+        scripts=scripts,
+        key_prefix=settings.key_prefix,
+        command_span=command_span,
+    )
     try:
         await store.call("PING", client.ping)
     except Exception as exc:  # noqa: BLE001 - not fatal: see the docstring
@@ -182,4 +247,5 @@ async def open_redis(
     try:
         yield store
     finally:
+        await scripts.aclose()
         await client.aclose()
