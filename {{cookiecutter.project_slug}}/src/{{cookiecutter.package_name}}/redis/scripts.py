@@ -3,8 +3,8 @@
 Hand-written, where everything else uses redis-py, for one measured reason: redis-py's
 asyncio client spends ~320k CPU instructions on the client side of one ``EVALSHA``
 (command packing, pool checkout, its parser, a timeout per call), more than a third
-of a whole ``GET /items/{id}``; this connection spends ~22k (`bench/redis_probe.py`
-in the template; the issue that asked for it, #19). It is one pipelined connection:
+of a whole ``GET /items/{id}``; this connection spends ~22k (measured with the
+template's `bench/redis_probe.py`). It is one pipelined connection:
 commands are written as they come and replies matched to callers in order (Redis
 answers in order), parsed by hiredis. What it owns, and its tests cover
 (`tests/redis/test_redis_scripts.py`):
