@@ -224,7 +224,13 @@ def add_options(parts: Parts, settings: Settings) -> None:
 
 def create_worker(settings: Settings) -> FastAPI:
     """Build the worker: the same parts, its consumers, and probes and metrics on their own port."""
-    worker = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    # Probes and /metrics only: no OpenAPI, docs or built-in telemetry (see create_app).
+    worker = FastAPI(
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     parts = Parts(worker)
     logs = add_defaults(parts, settings, Deadlines())
     add_options(parts, settings)
