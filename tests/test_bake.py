@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import json
 import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -190,3 +192,32 @@ def test_env_example_lists_what_the_options_need(
         assert lines[index - 1].startswith("#"), f"ENV_CHECK_{setting} has no comment"
     for prefix in absent:
         assert not any(f"_{prefix}" in line for line in lines), prefix
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [{"broker": "none", "metrics": "none"}, {"broker": "nats", "metrics": "prometheus"}],
+    ids=["options-off", "options-on"],
+)
+def test_every_make_target_runs_its_own_recipe(cookies: Any, answers: dict[str, str]) -> None:  # noqa: ANN401
+    """A removed option's target leaves no glued line behind (`mypymigrate:` once did)."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    project = bake_ok(cookies, **answers)
+    makefile = (project / "Makefile").read_text(encoding="utf-8")
+    phony = re.search(r"^\.PHONY: (.+)$", makefile, re.MULTILINE)
+    assert phony is not None
+    targets = phony.group(1).split()
+    assert ("worker" in targets) == (answers["broker"] != "none")
+    assert ("ops" in targets) == (answers["metrics"] != "none")
+    for target in targets:
+        assert re.search(rf"^{re.escape(target)}:  ## \S", makefile, re.MULTILINE), target
+        shown = subprocess.run(
+            ["make", "-n", target], cwd=project, capture_output=True, text=True, check=False
+        )
+        assert shown.returncode == 0, (target, shown.stderr)
+        assert shown.stdout.strip(), target
+    typecheck = subprocess.run(
+        ["make", "-n", "typecheck"], cwd=project, capture_output=True, text=True, check=True
+    )
+    assert typecheck.stdout.strip().endswith("mypy"), typecheck.stdout
