@@ -129,11 +129,17 @@ class Batcher:
         consumer: Consumer,
         settings: BrokerSettings,
         observer: ConsumerObserver | None,
+        after_batch: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
-        """Settle with `consumer`, at most `settings.concurrency` deliveries per batch."""
+        """Settle with `consumer`, at most `settings.concurrency` deliveries per batch.
+
+        `after_batch(n)` runs after each batch, with the number of deliveries it held
+        (the next `n` added), whether or not settling them failed.
+        """
         self._consumer = consumer
         self._settings = settings
         self._observer = observer
+        self._after_batch = after_batch
         self._pending: list[Delivery] = []
         self._flushing: asyncio.Task[None] | None = None
 
@@ -159,5 +165,10 @@ class Batcher:
                     await settle_batch(batch, self._consumer, self._settings, self._observer)
                 except Exception as exc:  # noqa: BLE001 - the broker delivers them again
                     log.warning("message_batch_unsettled", size=len(batch), error=str(exc))
+                if self._after_batch is not None:
+                    try:
+                        await self._after_batch(len(batch))
+                    except Exception as exc:  # noqa: BLE001 - the broker delivers them again
+                        log.warning("message_ack_failed", size=len(batch), error=str(exc))
         finally:
             self._flushing = None
