@@ -6,8 +6,9 @@ opens it:
 * stream `P_events`, subjects `P.events.>`: events are published to `P.events.<type>`
   with `Nats-Msg-Id` set to the message id, so JetStream drops a duplicate publish (a
   relay retry after a lost ack) within its duplicate window;
-* durable pull consumer `P_worker`: at most `concurrency` unacknowledged messages; a failed
-  message is negatively acknowledged with the backoff as delay;
+* durable pull consumer `P_worker`: the worker fetches batches, at most `concurrency`
+  unacknowledged messages; a failed message is negatively acknowledged with the backoff
+  as delay;
 * stream `P_dead`, subjects `P.dead.>`: messages that failed `max_deliveries` times, or
   could not be decoded, with the reason in the `x-dead-letter-reason` header.
 
@@ -22,11 +23,9 @@ from typing import TYPE_CHECKING
 
 import structlog
 from faststream.nats import JStream, NatsBroker
-from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy as NatsAckPolicy
 from nats.js.api import ConsumerConfig as NatsConsumerConfig
 from nats.js.api import StreamConfig
-from nats.js.errors import Error as JetStreamError
 
 from {{ cookiecutter.package_name }}.messaging.delivery import Delivery, settle_batch
 from {{ cookiecutter.package_name }}.messaging.envelope import DEAD_LETTER_REASON, Message, PublishError
@@ -35,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from nats.aio.msg import Msg
+    from nats.js.client import JetStreamContext
 
     from {{ cookiecutter.package_name }}.messaging.consumer import Consumer, ConsumerObserver
     from {{ cookiecutter.package_name }}.messaging.settings import BrokerSettings
@@ -136,31 +136,24 @@ class Broker:
         """Consume the events stream with `consumer` (before `start`)."""
         self._consumer = (consumer, observer)
 
-    async def _consume(self, consumer: Consumer, observer: ConsumerObserver | None) -> None:
+    async def _consume(
+        self,
+        subscription: JetStreamContext.PullSubscription,
+        consumer: Consumer,
+        observer: ConsumerObserver | None,
+    ) -> None:
         """Fetch batches and settle each in a task, at most `concurrency` messages held.
 
-        Hand-written on nats-py's pull subscription (FastStream's connection) because
-        FastStream fails two measured needs: its per-message subscriber costs ~0.5 ms of
-        CPU per message in its handler call (1,310 events/s, 0.62 ms worker CPU per
-        event in bench/outbox.py), and its batch subscriber left messages unacknowledged
-        until the ack wait (about one test run in five): it drops a fetched batch
-        unsettled when stopping or on a connection error, and refetches with the
-        remainder of its timeout, down to pull requests that expire at once.
+        Hand-written on nats-py's pull subscription (on FastStream's connection) because
+        FastStream fails two measured needs. Its per-message subscriber spends ~0.5 ms of
+        CPU per message in its handler call (1,294 events/s at 0.56 ms of worker CPU per
+        event in bench/outbox.py; this loop: 0.12-0.14 ms). Its batch subscriber
+        (`PullSub(batch=True)`) left messages unacknowledged until the ack wait in about
+        one test run in five; its loop drops a fetched batch unsettled when stopping or
+        on a connection error, and refetches with what is left of its timeout, which
+        sends pull requests whose expiry can be zero or less.
         """
         settings = self.settings
-        js = self.client.connection.jetstream(timeout=settings.publish_timeout)
-        await js.add_consumer(
-            self.stream.name,
-            NatsConsumerConfig(
-                durable_name=self.durable,
-                filter_subject=f"{self.subject}.>",
-                ack_policy=NatsAckPolicy.EXPLICIT,
-                ack_wait=settings.ack_wait_seconds,
-                max_deliver=settings.max_deliveries + _EXTRA_DELIVERIES,
-                max_ack_pending=settings.concurrency,
-            ),
-        )
-        subscription = await js.pull_subscribe_bind(self.durable, self.stream.name)
         # Two batches in flight: one fetched while the other is in the database.
         batch_size = max(1, settings.concurrency // 2)
         held = 0
@@ -192,7 +185,7 @@ class Broker:
                     )
                 except TimeoutError:
                     continue
-                except (NatsError, JetStreamError) as exc:
+                except Exception as exc:  # noqa: BLE001 - the worker outlives any failure
                     # Disconnected, or the consumer's ack window is full (other replicas).
                     log.warning("message_fetch_failed", error=str(exc) or type(exc).__name__)
                     await asyncio.sleep(_FETCH_SECONDS)
@@ -230,10 +223,28 @@ class Broker:
         )
 
     async def start(self) -> None:
-        """Start consuming (after `subscribe`)."""
+        """Declare the worker's durable consumer and start consuming (after `subscribe`)."""
         await self.connect()
-        if self._consumer is not None:
-            self._consuming = asyncio.create_task(self._consume(*self._consumer), name="consume")
+        if self._consumer is None:
+            return
+        settings = self.settings
+        js = self.client.connection.jetstream(timeout=settings.publish_timeout)
+        # Created, or updated to the current settings.
+        await js.add_consumer(
+            self.stream.name,
+            NatsConsumerConfig(
+                durable_name=self.durable,
+                filter_subject=f"{self.subject}.>",
+                ack_policy=NatsAckPolicy.EXPLICIT,
+                ack_wait=settings.ack_wait_seconds,
+                max_deliver=settings.max_deliveries + _EXTRA_DELIVERIES,
+                max_ack_pending=settings.concurrency,
+            ),
+        )
+        subscription = await js.pull_subscribe_bind(self.durable, self.stream.name)
+        self._consuming = asyncio.create_task(
+            self._consume(subscription, *self._consumer), name="consume"
+        )
 
     async def close(self) -> None:
         """Stop consuming (in-flight handlers get `worker_shutdown_seconds`), disconnect."""

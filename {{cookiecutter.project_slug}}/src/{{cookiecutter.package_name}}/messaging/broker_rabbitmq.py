@@ -19,26 +19,22 @@ from collections import deque
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
-from aio_pika import DeliveryMode
-from aio_pika import Message as PikaMessage
+import structlog
 from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
 
-from {{ cookiecutter.package_name }}.messaging.delivery import Batcher, Delivery
+from {{ cookiecutter.package_name }}.messaging.delivery import Delivery, settle_batch
 from {{ cookiecutter.package_name }}.messaging.envelope import DEAD_LETTER_REASON, Message, PublishError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
-    from aio_pika.abc import (
-        AbstractChannel,
-        AbstractExchange,
-        AbstractIncomingMessage,
-        AbstractQueue,
-    )
+    from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
     from {{ cookiecutter.package_name }}.messaging.consumer import Consumer, ConsumerObserver
     from {{ cookiecutter.package_name }}.messaging.settings import BrokerSettings
     from {{ cookiecutter.package_name }}.resilience.breaker import CircuitBreaker
+
+log = structlog.get_logger(__name__)
 
 _ATTEMPT = "x-attempt"
 
@@ -51,6 +47,63 @@ class _Received:
     def __init__(self, raw: AbstractIncomingMessage) -> None:
         self.raw = raw
         self.settled = False
+
+
+class _Batcher:
+    """Gathers the deliveries that arrive while a batch is being handled into the next one.
+
+    The broker adds deliveries one at a time as they arrive (at most `concurrency`
+    unacknowledged); under load a batch holds what arrived while the previous one ran,
+    when idle a message is handled at once (no timer).
+    """
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        settings: BrokerSettings,
+        observer: ConsumerObserver | None,
+        after_batch: Callable[[int], Awaitable[None]],
+    ) -> None:
+        """Settle with `consumer`, at most `settings.concurrency` deliveries per batch.
+
+        `after_batch(n)` runs after each batch, with the number of deliveries it held
+        (the next `n` added), whether or not settling them failed.
+        """
+        self._consumer = consumer
+        self._settings = settings
+        self._observer = observer
+        self._after_batch = after_batch
+        self._pending: list[Delivery] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    def add(self, delivery: Delivery) -> None:
+        """Settle `delivery` in the next batch."""
+        self._pending.append(delivery)
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush(), name="consume-batch")
+
+    async def drain(self) -> None:
+        """Return once every delivery added so far is settled."""
+        while self._flushing is not None:
+            # Shielded: a cancelled caller leaves the batch in flight to finish.
+            await asyncio.shield(self._flushing)
+
+    async def _flush(self) -> None:
+        try:
+            await asyncio.sleep(0)  # the deliveries of one read arrive in the same loop turn
+            size = self._settings.concurrency
+            while self._pending:
+                batch, self._pending = self._pending[:size], self._pending[size:]
+                try:
+                    await settle_batch(batch, self._consumer, self._settings, self._observer)
+                except Exception as exc:  # noqa: BLE001 - the broker delivers them again
+                    log.warning("message_batch_unsettled", size=len(batch), error=str(exc))
+                try:
+                    await self._after_batch(len(batch))
+                except Exception as exc:  # noqa: BLE001 - the broker delivers them again
+                    log.warning("message_ack_failed", size=len(batch), error=str(exc))
+        finally:
+            self._flushing = None
 
 
 class Broker:
@@ -77,9 +130,7 @@ class Broker:
         )
         self._connected = False
         self._lock = asyncio.Lock()
-        self._channel: AbstractChannel | None = None
-        self._exchange: AbstractExchange | None = None
-        self._batcher: Batcher | None = None
+        self._batcher: _Batcher | None = None
         self._received: deque[_Received] = deque()
         self._consuming: tuple[AbstractQueue, str] | None = None
 
@@ -89,17 +140,12 @@ class Broker:
             if self._connected:
                 return
             async with asyncio.timeout(self.settings.publish_timeout):
-                connection = await self.client.connect()
+                await self.client.connect()
                 await self.client.declare_exchange(self.exchange)
                 for queue in (self.retry_queue, self.dead_queue):
                     await self.client.declare_queue(queue)
                 declared = await self.client.declare_queue(self.queue)
                 await declared.bind(self.exchange.name, routing_key="#")
-                # Publishing goes through aio-pika on FastStream's connection: FastStream's
-                # own publish costs ~1.4 ms of CPU per message (the relay capped at 730
-                # messages/s in bench/outbox.py). A robust channel: restored on reconnect.
-                self._channel = await connection.channel(publisher_confirms=True)
-                self._exchange = await self._channel.get_exchange(self.exchange.name, ensure=False)
             self._connected = True
 
     async def publish(self, messages: Sequence[Message]) -> None:
@@ -120,42 +166,37 @@ class Broker:
                 raise PublishError(taken, failures[0])
 
     async def _publish(self, message: Message) -> None:
-        assert self._exchange is not None  # noqa: S101 - connected by `publish`
         # aio-pika waits for a confirm past its own timeout on a stalled connection.
         async with asyncio.timeout(self.settings.publish_timeout):
-            await self._exchange.publish(
-                PikaMessage(
-                    message.body,
-                    headers=dict(message.headers),
-                    message_id=str(message.id),
-                    type=message.type,
-                    timestamp=message.time,
-                    content_type="application/json",
-                    delivery_mode=DeliveryMode.PERSISTENT,
-                ),
+            await self.client.publish(
+                message.body,
+                exchange=self.exchange,
                 routing_key=message.type,
+                headers=dict(message.headers),
+                message_id=str(message.id),
+                message_type=message.type,
+                timestamp=message.time,
+                content_type="application/json",
+                persist=True,
                 timeout=self.settings.publish_timeout,
             )
 
-    async def _publish_to_queue(
+    async def _publish_again(
         self,
         raw: AbstractIncomingMessage,
         queue: str,
         headers: dict[str, Any],
         expiration: float | None = None,
     ) -> None:
-        """Publish `raw` again to `queue` (the default exchange), the confirm awaited."""
-        assert self._channel is not None  # noqa: S101 - connected by `start`
-        await self._channel.default_exchange.publish(
-            PikaMessage(
-                raw.body,
-                headers=headers,
-                message_id=raw.message_id,
-                content_type=raw.content_type,
-                delivery_mode=DeliveryMode.PERSISTENT,
-                expiration=expiration,
-            ),
-            routing_key=queue,
+        """Publish `raw` again to `queue`, the confirm awaited."""
+        await self.client.publish(
+            raw.body,
+            queue=queue,
+            headers=headers,
+            message_id=raw.message_id,
+            content_type=raw.content_type,
+            expiration=expiration,
+            persist=True,
             timeout=self.settings.publish_timeout,
         )
 
@@ -177,7 +218,7 @@ class Broker:
 
     def subscribe(self, consumer: Consumer, observer: ConsumerObserver | None) -> None:
         """Consume the events queue with `consumer` (before `start`)."""
-        self._batcher = Batcher(consumer, self.settings, observer, after_batch=self._acknowledge)
+        self._batcher = _Batcher(consumer, self.settings, observer, after_batch=self._acknowledge)
 
     async def _on_message(self, raw: AbstractIncomingMessage) -> None:
         assert self._batcher is not None  # noqa: S101 - set by `subscribe`
@@ -190,13 +231,13 @@ class Broker:
             received.settled = True  # acknowledged with its batch, in `_acknowledge`
 
         async def retry(delay: float) -> None:
-            await self._publish_to_queue(
+            await self._publish_again(
                 raw, self.retry_queue.name, {**headers, _ATTEMPT: attempt + 1}, expiration=delay
             )
             received.settled = True
 
         async def dead_letter(reason: str) -> None:
-            await self._publish_to_queue(
+            await self._publish_again(
                 raw, self.dead_queue.name, {**headers, DEAD_LETTER_REASON: reason[:1000]}
             )
             received.settled = True

@@ -5,7 +5,6 @@ Broker-independent: the broker module supplies the three ways to settle a delive
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -114,61 +113,3 @@ async def settle_batch(
         return
     for delivery, _ in decoded:
         await delivery.ack()
-
-
-class Batcher:
-    """Gathers the deliveries that arrive while a batch is being handled into the next one.
-
-    The broker adds deliveries one at a time as they arrive (at most `concurrency`
-    unacknowledged); under load a batch holds what arrived while the previous one ran,
-    when idle a message is handled at once (no timer).
-    """
-
-    def __init__(
-        self,
-        consumer: Consumer,
-        settings: BrokerSettings,
-        observer: ConsumerObserver | None,
-        after_batch: Callable[[int], Awaitable[None]] | None = None,
-    ) -> None:
-        """Settle with `consumer`, at most `settings.concurrency` deliveries per batch.
-
-        `after_batch(n)` runs after each batch, with the number of deliveries it held
-        (the next `n` added), whether or not settling them failed.
-        """
-        self._consumer = consumer
-        self._settings = settings
-        self._observer = observer
-        self._after_batch = after_batch
-        self._pending: list[Delivery] = []
-        self._flushing: asyncio.Task[None] | None = None
-
-    def add(self, delivery: Delivery) -> None:
-        """Settle `delivery` in the next batch."""
-        self._pending.append(delivery)
-        if self._flushing is None:
-            self._flushing = asyncio.create_task(self._flush(), name="consume-batch")
-
-    async def drain(self) -> None:
-        """Return once every delivery added so far is settled."""
-        while self._flushing is not None:
-            # Shielded: a cancelled caller leaves the batch in flight to finish.
-            await asyncio.shield(self._flushing)
-
-    async def _flush(self) -> None:
-        try:
-            await asyncio.sleep(0)  # the deliveries of one read arrive in the same loop turn
-            size = self._settings.concurrency
-            while self._pending:
-                batch, self._pending = self._pending[:size], self._pending[size:]
-                try:
-                    await settle_batch(batch, self._consumer, self._settings, self._observer)
-                except Exception as exc:  # noqa: BLE001 - the broker delivers them again
-                    log.warning("message_batch_unsettled", size=len(batch), error=str(exc))
-                if self._after_batch is not None:
-                    try:
-                        await self._after_batch(len(batch))
-                    except Exception as exc:  # noqa: BLE001 - the broker delivers them again
-                        log.warning("message_ack_failed", size=len(batch), error=str(exc))
-        finally:
-            self._flushing = None
