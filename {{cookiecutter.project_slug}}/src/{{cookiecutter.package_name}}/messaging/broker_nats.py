@@ -258,4 +258,6 @@ class Broker:
                 self._consuming.cancel()
                 with suppress(asyncio.CancelledError):
                     await self._consuming
+            with suppress(Exception):  # the last acks reach the server before the close
+                await self.client.connection.flush(max(1, round(self.settings.publish_timeout)))
         await self.client.stop()
