@@ -184,11 +184,13 @@ class Broker:
                         min(batch_size, settings.concurrency - held), timeout=_FETCH_SECONDS
                     )
                 except TimeoutError:
-                    continue
+                    continue  # after waiting the timeout: nothing came
                 except Exception as exc:  # noqa: BLE001 - the worker outlives any failure
                     # Disconnected, or the consumer's ack window is full (other replicas).
                     log.warning("message_fetch_failed", error=str(exc) or type(exc).__name__)
                     await asyncio.sleep(_FETCH_SECONDS)
+                    continue
+                if not messages:
                     continue
                 # Settled even when stopping: fetched means delivered to this worker.
                 held += len(messages)
