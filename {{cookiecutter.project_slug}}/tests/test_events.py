@@ -132,6 +132,21 @@ async def test_rejected_write_emits_no_event(
     assert await count(database_url, "SELECT count(*) FROM outbox") == 1
 
 
+async def test_every_message_of_a_batch_is_acknowledged(
+    database_url: str, broker_settings: BrokerSettings
+) -> None:
+    """Handled in batches, acknowledged: nothing is left for a worker to get again."""
+    settings = make_settings(database_url, broker=broker_settings)
+    total = 3 * broker_settings.concurrency + 7  # several batches, the last one partial
+    async with open_broker(broker_settings) as broker:
+        async with worker(settings):
+            await broker.publish([item_created({"id": n, "name": f"n{n}"}) for n in range(total)])
+            await wait_for_count(database_url, AUDITED, total)
+        # The worker stopped: what it had not acknowledged would be waiting again.
+        assert await broker.backlog() == 0
+    assert await count(database_url, AUDITED) == total
+
+
 async def test_redelivered_message_takes_effect_once(
     database_url: str, broker_settings: BrokerSettings
 ) -> None:

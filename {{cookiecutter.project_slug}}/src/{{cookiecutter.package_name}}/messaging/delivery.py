@@ -5,7 +5,6 @@ Broker-independent: the broker module supplies the three ways to settle a delive
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -114,58 +113,3 @@ async def settle_batch(
         return
     for delivery, _ in decoded:
         await delivery.ack()
-
-
-class Batcher:
-    """Gathers the deliveries that arrive while a batch is being handled into the next one.
-
-    The broker hands FastStream's handler one message at a time, `concurrency` of them
-    concurrently; each waits in `settle` until its batch is settled. Under load a batch
-    holds what arrived while the previous one ran; when idle, a message is handled at
-    once (no timer). Hand-written: FastStream has no batch consumer for RabbitMQ, and
-    NATS's waits for a full batch or its timeout.
-    """
-
-    def __init__(
-        self,
-        consumer: Consumer,
-        settings: BrokerSettings,
-        observer: ConsumerObserver | None,
-    ) -> None:
-        """Settle with `consumer`, at most `settings.concurrency` deliveries per batch."""
-        self._consumer = consumer
-        self._settings = settings
-        self._observer = observer
-        self._pending: list[tuple[Delivery, asyncio.Future[None]]] = []
-        self._flushing: asyncio.Task[None] | None = None
-
-    async def settle(self, delivery: Delivery) -> None:
-        """Settle `delivery` in the next batch; return once it is settled."""
-        future = asyncio.get_running_loop().create_future()
-        self._pending.append((delivery, future))
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush(), name="consume-batch")
-        # Shielded: a handler cancelled at shutdown leaves its batch to finish.
-        await asyncio.shield(future)
-
-    async def _flush(self) -> None:
-        await asyncio.sleep(0)  # the messages of one fetch arrive in the same loop turn
-        size = self._settings.concurrency
-        while self._pending:
-            batch, self._pending = self._pending[:size], self._pending[size:]
-            try:
-                await settle_batch(
-                    [delivery for delivery, _ in batch],
-                    self._consumer,
-                    self._settings,
-                    self._observer,
-                )
-            except BaseException as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-            else:
-                for _, future in batch:
-                    future.set_result(None)

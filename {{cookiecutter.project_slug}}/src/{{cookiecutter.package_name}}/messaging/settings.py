@@ -17,7 +17,7 @@ class BrokerSettings(BaseModel):
     # Exchange/queue (RabbitMQ) or stream/subject (NATS) names all start with it.
     prefix: str = Field("{{ cookiecutter.project_slug }}", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     publish_timeout: float = Field(5.0, gt=0)
-    relay_batch_size: int = Field(100, ge=1, le=10_000)
+    relay_batch_size: int = Field(500, ge=1, le=10_000)
     relay_poll_seconds: float = Field(0.5, gt=0)
     relay_max_backoff_seconds: float = Field(30.0, gt=0)
     outbox_retention_hours: float = Field(72.0, gt=0)
