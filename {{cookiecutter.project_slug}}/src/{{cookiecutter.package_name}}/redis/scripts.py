@@ -57,7 +57,8 @@ class Script:
         """``EVALSHA sha numkeys keys... args...`` packed (``EVAL source ...`` when `full`).
 
         The words before the keys are packed once per shape of call, and the keys and
-        arguments with one ``%``: word by word, a call cost ~25k instructions.
+        arguments with one ``%``: ~14k instructions for an idempotency claim, against
+        ~23k packed word by word (~18k against ~27k for its record, sent in full).
         """
         shape = (full, len(keys), len(args))
         head = self._heads.get(shape)
@@ -73,7 +74,7 @@ def _encode(arg: Arg) -> bytes:
 
 
 def _bulks(args: Sequence[Arg]) -> bytes:
-    """`args` as RESP bulk strings, formatted with one ``%`` (each costs ~1.5k instructions)."""
+    """`args` as RESP bulk strings, formatted with one ``%`` for all of them."""
     fields: list[int | bytes] = []
     for arg in args:
         data = arg if isinstance(arg, bytes) else _encode(arg)
