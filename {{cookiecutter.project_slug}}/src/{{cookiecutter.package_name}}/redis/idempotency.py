@@ -17,8 +17,8 @@ than running unprotected; requests without a key are not affected.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
-import secrets
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
@@ -94,8 +94,9 @@ class Idempotent:
     ) -> None:
         """Wrap `app` (a route's app: path parameters are already resolved)."""
         self.app = app
-        self._ttl_ms = int(settings.ttl_seconds * 1000)
-        self._in_flight_ms = int(settings.in_flight_seconds * 1000)
+        # Milliseconds, as sent to Redis.
+        self._ttl_ms = b"%d" % (settings.ttl_seconds * 1000)
+        self._in_flight_ms = b"%d" % (settings.in_flight_seconds * 1000)
         self._max_body = settings.max_body_bytes
         self._api_key_header = api_key_header.lower().encode() if api_key_header else None
 
@@ -119,7 +120,7 @@ class Idempotent:
             % (scope["method"].encode(), scope["path"].encode(), scope["query_string"], body)
         ).hexdigest()
         caller = caller_key(scope, self._api_key_header)
-        token = secrets.token_hex(16)
+        token = os.urandom(16).hex()  # `secrets.token_hex`, without its two Python calls
         claim = orjson.dumps({"token": token, "fingerprint": fingerprint, "state": "running"})
         if store is None:  # the app wraps routes only when Redis is configured
             await self.app(scope, receive, send)

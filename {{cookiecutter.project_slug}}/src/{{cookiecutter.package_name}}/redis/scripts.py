@@ -45,27 +45,46 @@ _TICKS_TO_ABORT: Final = 3  # ticks of half the timeout without a reply: 1-1.5 x
 class Script:
     """A Lua script known by its SHA1, as ``EVALSHA`` names it."""
 
-    __slots__ = ("sha", "source")
+    __slots__ = ("_heads", "sha", "source")
 
     def __init__(self, source: str) -> None:
         """Hash `source` once."""
         self.source = source.encode()
         self.sha = hashlib.sha1(self.source, usedforsecurity=False).hexdigest().encode()
+        self._heads: dict[tuple[bool, int, int], bytes] = {}
+
+    def command(self, keys: Sequence[Arg], args: Sequence[Arg], *, full: bool = False) -> bytes:
+        """``EVALSHA sha numkeys keys... args...`` packed (``EVAL source ...`` when `full`).
+
+        The words before the keys are packed once per shape of call, and the keys and
+        arguments with one ``%``: ~14k instructions for an idempotency claim, against
+        ~23k packed word by word (~18k against ~27k for its record, sent in full).
+        """
+        shape = (full, len(keys), len(args))
+        head = self._heads.get(shape)
+        if head is None:
+            words = (b"EVAL", self.source) if full else (b"EVALSHA", self.sha)
+            size = 3 + len(keys) + len(args)
+            head = self._heads[shape] = b"*%d\r\n%s" % (size, _bulks((*words, len(keys))))
+        return head + _bulks((*keys, *args))
 
 
 def _encode(arg: Arg) -> bytes:
-    if isinstance(arg, bytes):
-        return arg
     return (arg if isinstance(arg, str) else repr(arg)).encode()
+
+
+def _bulks(args: Sequence[Arg]) -> bytes:
+    """`args` as RESP bulk strings, formatted with one ``%`` for all of them."""
+    fields: list[int | bytes] = []
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else _encode(arg)
+        fields += (len(data), data)
+    return b"$%d\r\n%s\r\n" * len(args) % tuple(fields)
 
 
 def pack(args: Sequence[Arg]) -> bytes:
     """One command in RESP: an array of bulk strings."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = _encode(arg)
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
+    return b"*%d\r\n%s" % (len(args), _bulks(args))
 
 
 class _Protocol(asyncio.Protocol):
@@ -199,7 +218,7 @@ class ScriptClient:
         if protocol is None or protocol.closed:
             protocol = await self._connect()
         try:  # written here, not through `execute`: one coroutine less on the request path
-            return await protocol.request(pack((b"EVALSHA", script.sha, len(keys), *keys, *args)))
+            return await protocol.request(script.command(keys, args))
         except ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
@@ -216,8 +235,7 @@ class ScriptClient:
         protocol = self._protocol
         if protocol is None or protocol.closed:
             return None
-        command = (b"EVAL", script.source) if full else (b"EVALSHA", script.sha)
-        return protocol.request(pack((*command, len(keys), *keys, *args)))
+        return protocol.request(script.command(keys, args, full=full))
 
     async def aclose(self) -> None:
         """Close the connection; calls still pending fail with a connection error."""
