@@ -31,12 +31,18 @@ class LineWriter:
 
     def write_line(self, line: bytes) -> None:
         """Write `line` and a newline now."""
-        data = memoryview(line + b"\n")
+        data = line + b"\n"
         with self._lock:
-            while data:
-                written = self._stream.write(data)
-                data = data[written if written is not None else len(data) :]
+            written = self._stream.write(data)
+            if written is not None and written < len(data):
+                self._write_rest(memoryview(data)[written:])
             self._stream.flush()
+
+    def _write_rest(self, data: memoryview) -> None:
+        # A raw stream took part of the line (a full pipe): write until it is all out.
+        while data:
+            written = self._stream.write(data)
+            data = data[written if written is not None else len(data) :]
 
     def flush(self) -> None:
         """Flush the stream (lines are written as they come; nothing is queued here)."""
