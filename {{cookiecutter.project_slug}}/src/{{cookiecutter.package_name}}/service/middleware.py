@@ -198,7 +198,16 @@ class ServiceMiddleware:
             route = route_template(scope)
             # Not written for a cancelled request (client gone, server stopping).
             if not exempt or self._log_exempt:
-                self._access_line(scope, route, status or 500, seconds)
+                client = scope.get("client")
+                self._access_log.write(
+                    method=scope["method"],
+                    route=route,
+                    path=scope["path"],
+                    status=status or 500,
+                    # Not round(seconds * 1000, 3): given digits, round goes through a string.
+                    duration_ms=round(seconds * 1_000_000) / 1000,
+                    client=client[0] if client else None,
+                )
         finally:
             status = status or 500  # cancelled, or no response at all
             if admitted:
@@ -232,18 +241,6 @@ class ServiceMiddleware:
                 )
                 return
         await self._app(scope, receive, send)
-
-    def _access_line(self, scope: Scope, route: str | None, status: int, seconds: float) -> None:
-        client = scope.get("client")
-        self._access_log.write(
-            method=scope["method"],
-            route=route,
-            path=scope["path"],
-            status=status,
-            # Not round(seconds * 1000, 3): with digits, round goes through a decimal string.
-            duration_ms=round(seconds * 1_000_000) / 1000,
-            client=client[0] if client else None,
-        )
 
     async def _shed(self, send: Send) -> None:
         if self._on_shed is not None:
