@@ -22,7 +22,7 @@ __all__ = ["LineLogger", "LineLoggerFactory", "LineWriter"]
 
 
 class LineWriter:
-    """Newline-terminated lines for a binary stream, one write (and flush) per line."""
+    """Newline-terminated lines for a binary stream, one write (and flush, if buffered) per line."""
 
     __slots__ = ("_flush_line", "_lock", "_stream")
 
