@@ -41,7 +41,7 @@ def _incoming_request_id(value: bytes) -> bytes | None:
 def read_request_id(headers: Mapping[bytes, bytes]) -> tuple[str, bytes]:
     """The request id, as text and as header value: the caller's if acceptable, else a new one.
 
-    `headers` maps the request's header names to their values (the last one, should a
+    `headers` maps the request's header names to their values (the first one, should a
     name come twice).
     """
     value = headers.get(REQUEST_ID_HEADER_NAME)

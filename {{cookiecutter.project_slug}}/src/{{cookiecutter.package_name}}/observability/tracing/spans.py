@@ -73,6 +73,9 @@ _NEW_TRACE_FLAGS: Final = TraceFlags.RANDOM_TRACE_ID
 _EMPTY_TRACE_STATE: Final = TraceState()
 _SERVER_ERROR: Final = 500
 _TRACEPARENT: Final = b"traceparent"
+# The context key OpenTelemetry keeps the current span under, read from a context
+# holding only a span (the key itself is private to the API).
+_SPAN_KEY: Final = next(iter(trace.set_span_in_context(trace.INVALID_SPAN)))
 
 
 def _random_id(bits: int) -> int:
@@ -234,7 +237,12 @@ def add_trace_ids(_logger: WrappedLogger, _method_name: str, event_dict: EventDi
 
     Pass it to ``configure_logging(extra_processors=[add_trace_ids])``.
     """
-    span_context = trace.get_current_span().get_span_context()
+    # trace.get_current_span() but for its isinstance() check against an ABC, which
+    # costs a third of this processor; what is stored under the key is a span.
+    span: trace.Span | None = context.get_current().get(_SPAN_KEY)  # type: ignore[assignment]
+    if span is None:
+        return event_dict
+    span_context = span.get_span_context()
     if span_context.is_valid:
         # Twice as fast as f"{trace_id:032x}".
         event_dict["trace_id"] = span_context.trace_id.to_bytes(16, "big").hex()
