@@ -159,7 +159,7 @@ class ServiceMiddleware:
         # an iterator per request. `started` is emptied from the end, in reverse order.
         started: list[object] = []
         for hook in hooks:
-            started.append(hook.request_started(scope))
+            started.append(hook.request_started(scope))  # noqa: PERF401 - see above
         stats = None if exempt else self._stats
         deadline = None
         if not (exempt or self._deadlines is None):
