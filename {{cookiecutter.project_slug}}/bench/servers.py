@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 PROJECT = Path(__file__).resolve().parent.parent
 PACKAGE = next((PROJECT / "src").glob("*/__main__.py")).parent.name
 PREFIX: str = importlib.import_module(f"{PACKAGE}.settings").ENV_PREFIX
-HAS_REDIS = (PROJECT / "src" / PACKAGE / "redis").is_dir()
+HAS_REDIS = {{ "True" if cookiecutter.redis == "yes" else "False" }}
 HAS_AUTH = (PROJECT / "tests" / "identity_provider.py").exists()
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 HOST = "127.0.0.1"
@@ -122,9 +122,7 @@ def redis() -> Iterator[None]:
     Rate limiting stays on with a policy no run reaches, so every request pays the check
     and none is refused; keys go under a prefix of this run and are deleted afterwards.
     """
-    if not HAS_REDIS:
-        yield
-        return
+{%- if cookiecutter.redis == "yes" %}
     prefix = f"bench-{secrets.token_hex(4)}:"
     with contextlib.ExitStack() as stack:
         url = os.environ.get("REDIS_URL")
@@ -145,6 +143,9 @@ def redis() -> Iterator[None]:
             if keys:
                 client.delete(*keys)
             client.close()
+{%- else %}
+    yield  # baked without the redis option: nothing to start
+{%- endif %}
 
 
 def authenticate(stack: contextlib.ExitStack[bool | None]) -> None:

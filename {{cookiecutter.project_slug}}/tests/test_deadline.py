@@ -14,9 +14,8 @@ async def test_an_overrun_is_cancelled_and_raised_as_timeout() -> None:
     deadlines = Deadlines(resolution=0.01)
     started = time.monotonic()
     deadline = deadlines.within(0.05)
-    with pytest.raises(TimeoutError):
-        async with deadline:
-            await asyncio.sleep(5)
+    with pytest.raises(TimeoutError), deadline:
+        await asyncio.sleep(5)
     elapsed = time.monotonic() - started
     assert deadline.expired
     assert 0.05 <= elapsed < 0.5  # fires at most about one resolution late
@@ -31,7 +30,7 @@ async def test_an_overrun_is_cancelled_and_raised_as_timeout() -> None:
 async def test_a_block_that_finishes_in_time_is_untouched() -> None:
     deadlines = Deadlines(resolution=0.01)
     deadline = deadlines.within(1.0)
-    async with deadline:
+    with deadline:
         await asyncio.sleep(0.02)
     assert not deadline.expired
     assert len(deadlines) == 0
@@ -41,7 +40,7 @@ async def test_an_outside_cancellation_stays_a_cancellation() -> None:
     deadlines = Deadlines(resolution=0.01)
 
     async def guarded() -> None:
-        async with deadlines.within(5.0):
+        with deadlines.within(5.0):
             await asyncio.sleep(5)
 
     task = asyncio.create_task(guarded())
@@ -59,7 +58,7 @@ def test_deadlines_follow_a_new_event_loop() -> None:
     async def overrun() -> bool:
         deadline = deadlines.within(0.03)
         try:
-            async with deadline:
+            with deadline:
                 await asyncio.sleep(5)
         except TimeoutError:
             return deadline.expired
@@ -75,9 +74,8 @@ async def test_entering_outside_a_task_is_an_error() -> None:
     entered: asyncio.Future[BaseException] = loop.create_future()
 
     def from_a_callback() -> None:
-        coroutine = deadlines.within(1.0).__aenter__()
         try:
-            coroutine.send(None)
+            deadlines.within(1.0).__enter__()
         except BaseException as exc:  # noqa: BLE001 - handed to the test
             entered.set_result(exc)
 

@@ -280,6 +280,15 @@ def test_valid_request_id_is_echoed_and_logged(server: Server, request_id: str) 
     assert handler_line["item_id"] == 1
 
 
+def test_a_request_id_sent_twice_counts_once_the_first(server: Server) -> None:
+    response = httpx.get(
+        f"{server.url}/items/1",
+        headers=[(b"X-Request-ID", b"first-id"), (b"X-Request-ID", b"second-id")],
+    )
+    assert response.headers.get_list("x-request-id") == ["first-id"]
+    assert access_line(server, "first-id")["status"] == 200
+
+
 @pytest.mark.parametrize(
     "request_id",
     ["a" * 129, "has space", "slash/es", 'quote"d', "new\\nline", "ünïcode", "{json}", ""],

@@ -189,7 +189,7 @@ class _GuardedConnection:
             try:
                 # Not acquire(timeout=...): asyncpg implements that with wait_for, a
                 # task per acquire and per release.
-                async with database._deadlines.within(database._acquire_timeout):  # noqa: SLF001
+                with database._deadlines.within(database._acquire_timeout):  # noqa: SLF001
                     connection = await database.pool.acquire()
             except BaseException as exc:
                 database.breaker.settle(self._admitted, exc)

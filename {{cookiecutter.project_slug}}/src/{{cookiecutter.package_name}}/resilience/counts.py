@@ -48,6 +48,11 @@ class OutcomeWindow:
         Return the failed and slow calls now in the window (0: all healthy).
         """
         outcomes = self._outcomes
+        if outcome == OK and not (self.failures or self.slow_calls) and self.calls == len(outcomes):
+            # The common case, a success in a full window of successes: every slot holds
+            # OK already, and nothing else changes (no failure in the window means none
+            # in a row either).
+            return 0
         position = self._position
         if self.calls == len(outcomes):
             evicted = outcomes[position]

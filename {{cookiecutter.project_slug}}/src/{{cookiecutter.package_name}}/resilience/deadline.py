@@ -8,8 +8,9 @@ precision: a deadline fires up to `resolution` late, which a timeout of seconds 
 notices.
 
 Semantics follow `asyncio.timeout`: the overrunning task is cancelled, and the
-cancellation surfaces from the `async with` block as `TimeoutError`, unless something
-else cancelled the task as well.
+cancellation surfaces from the `with` block as `TimeoutError`, unless something else
+cancelled the task as well. A plain `with`, not `async with`: entering and leaving
+await nothing, and two coroutines per use would cost each request for no reason.
 """
 
 from __future__ import annotations
@@ -25,20 +26,22 @@ DEFAULT_RESOLUTION = 0.05
 
 
 class Deadline:
-    """One running deadline; use it as `async with deadlines.within(seconds):`."""
+    """One running deadline; use it as `with deadlines.within(seconds):` in a task."""
 
     __slots__ = ("_cancelling", "_deadlines", "_task", "expired", "seconds", "when")
+
+    # Set on entry: a deadline is made on every request, and most are never entered twice.
+    when: float
+    _task: asyncio.Task[object]
+    _cancelling: int
 
     def __init__(self, deadlines: Deadlines, seconds: float) -> None:
         """A deadline `seconds` after entry; `Deadlines.within` makes them."""
         self._deadlines = deadlines
         self.seconds = seconds
-        self.when = 0.0
         self.expired = False
-        self._task: asyncio.Task[object] | None = None
-        self._cancelling = 0
 
-    async def __aenter__(self) -> Self:
+    def __enter__(self) -> Self:
         """Start the clock for the current task."""
         deadlines = self._deadlines
         # current_task(loop) with the loop known: without it, Python 3.11 looks the
@@ -55,7 +58,7 @@ class Deadline:
             deadlines._arm()  # noqa: SLF001
         return self
 
-    async def __aexit__(
+    def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
@@ -66,7 +69,6 @@ class Deadline:
         # Withdraw our cancellation; if it was the only one, it becomes a timeout.
         if (
             self.expired
-            and self._task is not None
             and self._task.uncancel() <= self._cancelling
             and exc_type is asyncio.CancelledError
         ):
@@ -74,8 +76,7 @@ class Deadline:
 
     def _expire(self) -> None:
         self.expired = True
-        if self._task is not None:
-            self._task.cancel(f"deadline of {self.seconds:g}s exceeded")
+        self._task.cancel(f"deadline of {self.seconds:g}s exceeded")
 
 
 class Deadlines:
@@ -94,7 +95,7 @@ class Deadlines:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def within(self, seconds: float) -> Deadline:
-        """`async with deadlines.within(seconds):` raises `TimeoutError` once they are up."""
+        """`with deadlines.within(seconds):` raises `TimeoutError` once they are up."""
         return Deadline(self, seconds)
 
     def __len__(self) -> int:

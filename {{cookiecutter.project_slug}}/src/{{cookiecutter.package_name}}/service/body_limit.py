@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from {{ cookiecutter.package_name }}.service.problems import send_problem
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping
 
     from starlette.types import Message, Receive, Send
 
@@ -24,6 +24,7 @@ __all__ = ["BodyTooLargeError", "LimitedReceive", "limit_body", "send_too_large"
 
 CLOSE: Final = {"Connection": "close"}
 _CONTENT_LENGTH: Final = b"content-length"
+_TRANSFER_ENCODING: Final = b"transfer-encoding"
 
 
 def too_large_detail(limit: int) -> str:
@@ -41,15 +42,6 @@ class BodyTooLargeError(HTTPException):
     def __init__(self, limit: int) -> None:
         """Raised by `LimitedReceive` for a body over `limit` bytes."""
         super().__init__(413, too_large_detail(limit), headers=CLOSE)
-
-
-def declared_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
-    """The request's `Content-Length`, or None without one (or without a usable one)."""
-    for name, value in headers:
-        if name == _CONTENT_LENGTH:
-            # The HTTP server refuses malformed values; anything else is counted as it streams.
-            return int(value) if value.isdigit() else None
-    return None
 
 
 class LimitedReceive:
@@ -73,18 +65,21 @@ class LimitedReceive:
         return message
 
 
-def limit_body(
-    receive: Receive, headers: Sequence[tuple[bytes, bytes]], limit: int
-) -> Receive | None:
+def limit_body(receive: Receive, headers: Mapping[bytes, bytes], limit: int) -> Receive | None:
     """The `receive` to hand the app, or None when the declared length passes `limit`.
 
-    A declared length is exact (the server ends the body there), so only a body of
-    unknown length needs counting.
+    `headers` maps the request's header names to their values. A declared length is
+    exact (the server ends the body there), so only a body of unknown length needs
+    counting; a request with neither `Content-Length` nor `Transfer-Encoding` has no
+    body at all in HTTP/1.1 (RFC 9112, 6.3), so most GETs need nothing.
     """
-    length = declared_length(headers)
-    if length is None:
+    declared = headers.get(_CONTENT_LENGTH)
+    if declared is None:
+        return LimitedReceive(receive, limit) if _TRANSFER_ENCODING in headers else receive
+    # The HTTP server refuses malformed values; anything else is counted as it streams.
+    if not declared.isdigit():
         return LimitedReceive(receive, limit)
-    return receive if length <= limit else None
+    return receive if int(declared) <= limit else None
 
 
 async def send_too_large(send: Send, limit: int, path: str) -> None:

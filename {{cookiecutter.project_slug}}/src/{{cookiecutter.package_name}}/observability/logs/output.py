@@ -10,33 +10,46 @@ code and the lines a crash would lose.
 
 from __future__ import annotations
 
+import io
 import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import BinaryIO
 
 __all__ = ["LineLogger", "LineLoggerFactory", "LineWriter"]
 
 
 class LineWriter:
-    """Newline-terminated lines for a binary stream, one write (and flush) per line."""
+    """Newline-terminated lines for a binary stream, one write (and flush, if buffered) per line."""
 
-    __slots__ = ("_lock", "_stream")
+    __slots__ = ("_flush_line", "_lock", "_stream")
 
     def __init__(self, stream: BinaryIO) -> None:
         """Write to `stream`, e.g. ``sys.stdout.buffer``."""
         self._stream = stream
         self._lock = threading.Lock()
+        # A raw stream (`python -u`, as in the image) holds nothing back: no flush per line.
+        self._flush_line: Callable[[], None] | None = (
+            None if isinstance(stream, io.RawIOBase) else stream.flush
+        )
 
     def write_line(self, line: bytes) -> None:
         """Write `line` and a newline now."""
-        data = memoryview(line + b"\n")
+        data = line + b"\n"
         with self._lock:
-            while data:
-                written = self._stream.write(data)
-                data = data[written if written is not None else len(data) :]
-            self._stream.flush()
+            written = self._stream.write(data)
+            if written is not None and written < len(data):
+                self._write_rest(memoryview(data)[written:])
+            if self._flush_line is not None:
+                self._flush_line()
+
+    def _write_rest(self, data: memoryview) -> None:
+        # A raw stream took part of the line (a full pipe): write until it is all out.
+        while data:
+            written = self._stream.write(data)
+            data = data[written if written is not None else len(data) :]
 
     def flush(self) -> None:
         """Flush the stream (lines are written as they come; nothing is queued here)."""

@@ -25,7 +25,7 @@ from starlette.routing import Route
 from {{ cookiecutter.package_name }}.resilience.breaker import CircuitState
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from starlette.types import Scope
 
@@ -105,7 +105,10 @@ class Metrics:
             ready: self.readiness.labels(str(ready).lower()) for ready in (True, False)
         }
         # Label children cached per (method, route, status): `labels()` is the costly part.
-        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        # Their bound `inc` and `observe`, looked up once.
+        self._children: dict[
+            tuple[str, str, int], tuple[Callable[[], None], Callable[[float], None]]
+        ] = {}
         self.loop_lag = Histogram(
             "event_loop_lag_seconds",
             "How late the event loop ran a timer.",
@@ -132,11 +135,12 @@ class Metrics:
         children = self._children.get(key)
         if children is None:
             children = self._children[key] = (
-                self.requests.labels(key[0], template, str(status)),
-                self.latency.labels(key[0], template),
+                self.requests.labels(key[0], template, str(status)).inc,
+                self.latency.labels(key[0], template).observe,
             )
-        children[0].inc()
-        children[1].observe(seconds)
+        count, observe = children
+        count()
+        observe(seconds)
 
     def readiness_checked(self, ready: bool) -> None:  # noqa: FBT001 - a Health callback
         """Count one readiness result."""

@@ -49,7 +49,7 @@ from {{ cookiecutter.package_name }}.observability.tracing.traceparent import KN
 from {{ cookiecutter.package_name }}.observability.tracing.tracestate import parse_tracestate
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Iterator, Mapping, Sequence
     from contextvars import Token
 
     from opentelemetry.util.types import AttributeValue
@@ -72,6 +72,10 @@ _FLAGS: Final = tuple(TraceFlags(flags) for flags in range(KNOWN_FLAGS + 1))
 _NEW_TRACE_FLAGS: Final = TraceFlags.RANDOM_TRACE_ID
 _EMPTY_TRACE_STATE: Final = TraceState()
 _SERVER_ERROR: Final = 500
+_TRACEPARENT: Final = b"traceparent"
+# The context key OpenTelemetry keeps the current span under, read from a context
+# holding only a span (the key itself is private to the API).
+_SPAN_KEY: Final = next(iter(trace.set_span_in_context(trace.INVALID_SPAN)))
 
 
 def _random_id(bits: int) -> int:
@@ -84,13 +88,10 @@ def _random_id(bits: int) -> int:
 
 def _request_span(trace_id: int, flags: int, trace_state: TraceState) -> trace.Span:
     """The request's span when nothing is recorded: a new span id in the trace, ids only."""
-    span_context = SpanContext(
-        trace_id,
-        _random_id(64),
-        is_remote=False,
-        trace_flags=_FLAGS[flags],
-        trace_state=trace_state,
-    )
+    # Positional (trace id, span id, is_remote, flags, state): keywords would cost a
+    # dict per request on the way to SpanContext.__new__.
+    span_id = getrandbits(64) or _random_id(64)  # a call less in all but 1 in 2**64
+    span_context = SpanContext(trace_id, span_id, False, _FLAGS[flags], trace_state)  # noqa: FBT003
     return NonRecordingSpan(span_context)
 
 
@@ -133,11 +134,13 @@ class RequestTracing:
             if parent is None:
                 # Not sampled: nothing is recorded here, so downstream services
                 # decide for themselves (the default for a new trace).
-                span = _request_span(_random_id(128), _NEW_TRACE_FLAGS, _EMPTY_TRACE_STATE)
+                new_trace_id = getrandbits(128) or _random_id(128)
+                span = _request_span(new_trace_id, _NEW_TRACE_FLAGS, _EMPTY_TRACE_STATE)
             else:
                 trace_id, _, flags, trace_state = parent
                 span = _request_span(int(trace_id, 16), flags, trace_state)
-            return context.attach(trace.set_span_in_context(span)), None
+            # What trace.set_span_in_context does, a call less.
+            return context.attach(context.set_value(_SPAN_KEY, span)), None
         span = self._start_server_span(self._tracer, scope, parent)
         current = context.set_value(_TRACER_KEY, self._tracer, trace.set_span_in_context(span))
         return context.attach(current), span
@@ -206,12 +209,15 @@ class RequestTracing:
         )
 
 
-def _extract(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, str, int, TraceState] | None:
+def _extract(headers: Sequence[tuple[bytes, bytes]]) -> tuple[str, str, int, TraceState] | None:
     """Return the caller's (trace id, span id, flags, trace state), or None."""
+    # A request without trace context (most, at the edge) is ruled out at C speed.
+    if _TRACEPARENT not in dict(headers):
+        return None
     traceparent = None
     tracestate: list[bytes] = []
     for name, value in headers:
-        if name == b"traceparent":
+        if name == _TRACEPARENT:
             if traceparent is not None:
                 return None  # Two traceparent headers: which one is meant?
             traceparent = value
@@ -234,7 +240,12 @@ def add_trace_ids(_logger: WrappedLogger, _method_name: str, event_dict: EventDi
 
     Pass it to ``configure_logging(extra_processors=[add_trace_ids])``.
     """
-    span_context = trace.get_current_span().get_span_context()
+    # trace.get_current_span() but for its isinstance() check against an ABC, which
+    # costs a third of this processor; what is stored under the key is a span.
+    span: trace.Span | None = context.get_current().get(_SPAN_KEY)  # type: ignore[assignment]
+    if span is None:
+        return event_dict
+    span_context = span.get_span_context()
     if span_context.is_valid:
         # Twice as fast as f"{trace_id:032x}".
         event_dict["trace_id"] = span_context.trace_id.to_bytes(16, "big").hex()
