@@ -57,7 +57,9 @@ async def test_outage_fails_open_and_recovers(
             proxy.cut()
             during = await load(http, 1.0)
             assert set(during) == {404}  # served without a rate limit decision, no 5xx
-            assert breaker_state(app) is CircuitState.OPEN
+            # Open, or letting a trial through once its wait is over (the load lasts
+            # longer than the wait): never closed while Redis is cut.
+            assert breaker_state(app) in {CircuitState.OPEN, CircuitState.HALF_OPEN}
             assert app.state.rate_limiter.failed_open > 0
             status, check = await health(http)
             assert status == "warn"
