@@ -110,15 +110,21 @@ def venv_root() -> Path:
 
 
 def run(venv: Path, project: Path, *args: str, env: dict[str, str] | None = None) -> None:
-    result = subprocess.run(
-        [str(venv / "bin" / args[0]), *args[1:]],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-        check=False,
-    )
+    try:
+        result = subprocess.run(
+            [str(venv / "bin" / args[0]), *args[1:]],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=900,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        # What the run printed names the stuck test (pytest -v) and faulthandler's stacks.
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        pytest.fail(f"{' '.join(args)} timed out after {exc.timeout} s:\n{out[-3000:]}\n{err[-12000:]}")
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
 
 
