@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 import structlog
@@ -55,12 +55,6 @@ _KEPT_HEADERS: Final = frozenset(
     }
 )
 
-# A record is one Redis string (binary-safe) laid out as an HTTP/1.1 response, without
-# JSON or hex to build and read: b"<token> <fingerprint> <status>\r\n", the kept headers
-# as "name: value\r\n" lines, a blank line, the body. A claim: status 0 (running), no
-# headers, no body. The token comes first, where FINISH_SCRIPT checks it.
-_RUNNING: Final = 0
-
 # KEYS[1]: the record; ARGV: the claim, its lifetime (ms). Returns the record found, or
 # nil after claiming the key: one round trip, no window between the read and the claim.
 CLAIM_SCRIPT: Final = Script("""
@@ -73,7 +67,7 @@ return false
 # Only the claim's owner may finish it: after an expiry, someone else may hold it.
 FINISH_SCRIPT: Final = Script("""
 local found = redis.call('GET', KEYS[1])
-if not found or string.sub(found, 1, #ARGV[1] + 1) ~= ARGV[1] .. ' ' then return 0 end
+if not found or cjson.decode(found)['token'] ~= ARGV[1] then return 0 end
 if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
 return 1
@@ -121,14 +115,13 @@ class Idempotent:
             await _problem(send, scope, 413, f"the body exceeds {self._max_body} bytes")
             return
         store: RedisStore | None = scope["app"].state.redis
-        digest = hashlib.sha256(
+        fingerprint = hashlib.sha256(
             b"%s %s?%s\n%s"
             % (scope["method"].encode(), scope["path"].encode(), scope["query_string"], body)
-        )
-        fingerprint = digest.hexdigest().encode()
+        ).hexdigest()
         caller = caller_key(scope, self._api_key_header)
         token = os.urandom(16).hex()  # `secrets.token_hex`, without its two Python calls
-        claim = b"%s %s %d\r\n\r\n" % (token.encode(), fingerprint, _RUNNING)
+        claim = orjson.dumps({"token": token, "fingerprint": fingerprint, "state": "running"})
         if store is None:  # the app wraps routes only when Redis is configured
             await self.app(scope, receive, send)
             return
@@ -140,9 +133,31 @@ class Idempotent:
             await _problem(send, scope, 503, "idempotency keys are unavailable", retry=1)
             return
         if found is not None:
-            await _answer_retry(found, fingerprint, scope, send)
+            await self._answer_retry(orjson.loads(found), fingerprint, scope, send)
             return
         await self._run_first(scope, send, body, receive, store, record_key, token, fingerprint)
+
+    async def _answer_retry(
+        self, record: dict[str, Any], fingerprint: str, scope: Scope, send: Send
+    ) -> None:
+        if record["fingerprint"] != fingerprint:
+            await _problem(send, scope, 422, f"this {HEADER} was used with a different request")
+        elif record["state"] == "running":
+            await _problem(send, scope, 409, f"a request with this {HEADER} is in progress", 1)
+        else:
+            headers = [
+                (name.encode("latin-1"), value.encode("latin-1"))
+                for name, value in record["headers"]
+            ]
+            body = bytes.fromhex(record["body"])
+            headers += [
+                (b"content-length", str(len(body)).encode()),
+                (REPLAYED_HEADER.lower().encode(), b"?1"),
+            ]
+            await send(
+                {"type": "http.response.start", "status": record["status"], "headers": headers}
+            )
+            await send({"type": "http.response.body", "body": body})
 
     async def _run_first(  # noqa: PLR0913, PLR0917 - one request's state, passed once
         self,
@@ -153,10 +168,10 @@ class Idempotent:
         store: RedisStore,
         record_key: str,
         token: str,
-        fingerprint: bytes,
+        fingerprint: str,
     ) -> None:
         status = 0
-        kept: list[bytes] = []
+        kept: list[tuple[str, str]] = []
         chunks: list[bytes] = []
         size = 0
         body_sent = False
@@ -173,7 +188,7 @@ class Idempotent:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 kept.extend(
-                    b"%s: %s\r\n" % (n, v)
+                    (n.decode("latin-1"), v.decode("latin-1"))
                     for n, v in message.get("headers", ())
                     if n.lower() in _KEPT_HEADERS
                 )
@@ -189,12 +204,15 @@ class Idempotent:
         finally:
             # A 5xx, a failure or a body too large to keep: release the key for a retry.
             if 0 < status < 500 and size <= self._max_body:  # noqa: PLR2004
-                record = b"%s %s %d\r\n%s\r\n%s" % (
-                    token.encode(),
-                    fingerprint,
-                    status,
-                    b"".join(kept),
-                    b"".join(chunks),
+                record = orjson.dumps(
+                    {
+                        "token": token,
+                        "fingerprint": fingerprint,
+                        "state": "done",
+                        "status": status,
+                        "headers": kept,
+                        "body": b"".join(chunks).hex(),
+                    }
                 )
             # One write, its reply not awaited: the answer has been sent already, and a
             # retry through this replica follows it on the same connection.
@@ -204,55 +222,6 @@ class Idempotent:
                     await store.run(FINISH_SCRIPT, *finish)
             except Exception as exc:  # noqa: BLE001 - the claim expires on its own
                 _not_stored(exc)
-
-
-async def _answer_retry(found: bytes, fingerprint: bytes, scope: Scope, send: Send) -> None:
-    """Answer a request whose key has a record: 422, 409, or the stored answer."""
-    record = _read_record(found)
-    if record is None:  # not written by this code: assume it is in progress, run nothing
-        await _problem(send, scope, 409, f"a request with this {HEADER} is in progress", 1)
-        return
-    stored_fingerprint, status, headers, body = record
-    if stored_fingerprint != fingerprint:
-        await _problem(send, scope, 422, f"this {HEADER} was used with a different request")
-    elif status == _RUNNING:
-        await _problem(send, scope, 409, f"a request with this {HEADER} is in progress", 1)
-    else:
-        headers += [
-            (b"content-length", b"%d" % len(body)),
-            (REPLAYED_HEADER.lower().encode(), b"?1"),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-
-def _read_record(found: bytes) -> tuple[bytes, int, list[tuple[bytes, bytes]], bytes] | None:
-    """(fingerprint, status, headers, body) from a stored record; None if unreadable."""
-    if found[:1] == b"{":
-        return _read_json_record(found)
-    head, _, body = found.partition(b"\r\n\r\n")
-    first, *lines = head.split(b"\r\n")
-    fields = first.split(b" ")
-    if len(fields) != 3 or not fields[2].isdigit():  # noqa: PLR2004 - token, fingerprint, status
-        return None
-    headers = [(name, value) for name, _, value in (line.partition(b": ") for line in lines)]
-    return fields[1], int(fields[2]), headers, body
-
-
-def _read_json_record(found: bytes) -> tuple[bytes, int, list[tuple[bytes, bytes]], bytes] | None:
-    """A record in the JSON format written before 2026-12 (kept for `ttl_seconds` at most).
-
-    Read rather than ignored: a retry across the deploy is answered as before, not run twice.
-    """
-    try:
-        record = orjson.loads(found)
-        if record["state"] == "running":
-            return record["fingerprint"].encode(), _RUNNING, [], b""
-        headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in record["headers"]]
-        body = bytes.fromhex(record["body"])
-        return record["fingerprint"].encode(), record["status"], headers, body
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeError):
-        return None
 
 
 def _not_stored(exc: BaseException) -> None:
