@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Collection, Iterator
 
 HERE = Path(__file__).resolve().parent
 
@@ -332,7 +332,12 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
         argv = [base.argv[0], str(HERE / "variant.py")]
         return servers.Launch(name, argv, base.env, base.cwd, base.port)
 
-    def count(name: str, server: Any, names: set[str]) -> dict[str, Any]:  # noqa: ANN401
+    def count(
+        name: str,
+        server: Any,  # noqa: ANN401
+        names: set[str],
+        alternate: Collection[str] = (),
+    ) -> dict[str, Any]:
         """Instructions per request (and per wall second) of `server`, by route."""
         counted: dict[str, Any] = instructions.count(
             server,
@@ -340,6 +345,7 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
             requests=args.requests,
             warmup=args.warmup_requests,
             workdir=workdir,
+            alternate=alternate,
         )
         _say(f"{name}: " + ", ".join(f"{r} {v.per_request:,.0f}" for r, v in counted.items()))
         return counted
@@ -370,7 +376,10 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
                 | {f.route for f in features}
                 | {f.against for f in features if f.against}
             )
-            baseline_counts = count("baseline", launch("baseline", {}), wanted_routes)
+            # A row that is the difference of two routes: both counted in alternated
+            # blocks (`instructions.count`), so that drift lands on both alike.
+            pairs = {r for f in features if f.against for r in (f.route, f.against)}
+            baseline_counts = count("baseline", launch("baseline", {}), wanted_routes, pairs)
             baseline = {route: value.per_request for route, value in baseline_counts.items()}
             fastapi_launch = servers.launch("fastapi", dsn, pool, workdir)
             fastapi = {

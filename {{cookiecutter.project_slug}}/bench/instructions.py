@@ -16,6 +16,12 @@ busy server amortises it to nothing. So every other block waits `pause` seconds 
 requests, and a line through the blocks' (seconds, instructions) per request gives,
 at zero seconds, what a request costs by itself; its slope is reported next to it.
 
+Routes named in `alternate` (two routes whose difference is the figure wanted, say) are
+counted block by block in turn, A B A B ..., in the same process, so that drift and the
+work per second land on both alike, and one slope is fitted through all their blocks
+(the work per second belongs to the process, not to a route): their difference then
+hardly depends on how well each line extrapolates to zero seconds.
+
 Counted: the server process in user space, all its threads. Not counted: the client,
 PostgreSQL, the kernel's side of system calls.
 """
@@ -35,7 +41,7 @@ from typing import TYPE_CHECKING
 from servers import HOST, Launch, start, stop, wait_ready
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Collection
 
 TOTALS = re.compile(rb"^totals:\s+(\d+)", re.MULTILINE)
 
@@ -113,6 +119,41 @@ def _block(
     return seconds / requests, int(found.group(1)) / requests
 
 
+def _line(points: list[tuple[float, float]]) -> Count:
+    """A route's (seconds, instructions) per request, fitted to a line (see the module doc)."""
+    slope, intercept = statistics.linear_regression(*zip(*points, strict=True))
+    if intercept <= 0:
+        # Too few or too noisy blocks for a line (a smoke run of a few requests on a
+        # loaded machine): the cheapest block stands in, an upper bound.
+        return Count(per_request=min(instructions for _, instructions in points), per_second=0.0)
+    return Count(per_request=intercept, per_second=slope)
+
+
+def _lines(points: dict[str, list[tuple[float, float]]]) -> dict[str, Count]:
+    """Lines through each route's blocks with one slope for all: an intercept per route."""
+    means = {
+        name: (statistics.fmean(x for x, _ in route), statistics.fmean(y for _, y in route))
+        for name, route in points.items()
+    }
+    spread = sum((x - means[name][0]) ** 2 for name, route in points.items() for x, _ in route)
+    if spread == 0:
+        return {name: _line(route) for name, route in points.items()}
+    slope = (
+        sum(
+            (x - means[name][0]) * (y - means[name][1])
+            for name, route in points.items()
+            for x, y in route
+        )
+        / spread
+    )
+    counts = {
+        name: Count(per_request=y - slope * x, per_second=slope) for name, (x, y) in means.items()
+    }
+    if any(count.per_request <= 0 for count in counts.values()):
+        return {name: _line(route) for name, route in points.items()}
+    return counts
+
+
 def count(  # noqa: PLR0913 - keyword-only
     server: Launch,
     routes: dict[str, Route],
@@ -122,36 +163,44 @@ def count(  # noqa: PLR0913 - keyword-only
     workdir: Path,
     blocks: int = 6,
     pause: float = 0.02,
+    alternate: Collection[str] = (),
 ) -> dict[str, Count]:
-    """Count `server` on each of `routes` in turn, in one process (see the module doc)."""
+    """Count `server` on each of `routes` in turn, in one process (see the module doc).
+
+    The routes in `alternate` are counted last, block by block in turn, with one slope.
+    """
     out = workdir / f"{server.name}.callgrind"
     log = workdir / f"{server.name}.instructions.log"
     valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
     process = start(server, log, valgrind)
-    counts: dict[str, Count] = {}
     dumps = 0  # callgrind writes dump N to `out`.N
     size = max(1, requests // blocks)
+    # One route at a time, then the alternated ones together.
+    rounds = [[name] for name in routes if name not in alternate]
+    rounds += [[name for name in routes if name in alternate]]
+    counts: dict[str, Count] = {}
     try:
         wait_ready(process, server.port, log, timeout=600)
         connection = http.client.HTTPConnection(HOST, server.port, timeout=120)
-        for name, route in routes.items():
-            send(connection, route, 1, warmup)
-            points = []
+        for names in filter(None, rounds):
+            for name in names:
+                send(connection, routes[name], 1, warmup)
+            points: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
             for block in range(blocks):
                 first, wait = warmup + 1 + block * size, pause * (block % 2)
+                for name in names:
 
-                def send_block(first: int = first, wait: float = wait) -> None:
-                    send(connection, route, first, size, wait)  # noqa: B023 - used at once
+                    def send_block(route: Route = routes[name], first: int = first) -> None:
+                        send(connection, route, first, size, wait)  # noqa: B023 - used at once
 
-                dumps += 1
-                points.append(_block(process.pid, Path(f"{out}.{dumps}"), size, send_block))
-            slope, intercept = statistics.linear_regression(*zip(*points, strict=True))
-            if intercept <= 0:
-                # Too few or too noisy blocks for a line (a smoke run of a few requests on
-                # a loaded machine): the cheapest block stands in, an upper bound.
-                intercept, slope = min(instructions for _, instructions in points), 0.0
-            counts[name] = Count(per_request=intercept, per_second=slope)
+                    dumps += 1
+                    dump = Path(f"{out}.{dumps}")
+                    points[name].append(_block(process.pid, dump, size, send_block))
+            if len(names) == 1:
+                counts[names[0]] = _line(points[names[0]])
+            else:
+                counts.update(_lines(points))
         connection.close()
     finally:
         stop(process)
-    return counts
+    return {name: counts[name] for name in routes}
