@@ -214,3 +214,20 @@ async def test_messages_of_a_dead_worker_come_back_after_the_ack_wait(
         # Well before the 30 s that used to be fixed.
         await wait_for_count(database_url, AUDITED, 5, timeout=12)
 {%- endif %}
+{%- if cookiecutter.broker == "rabbitmq" %}
+
+
+async def test_a_foreign_attempt_header_counts_as_a_first_delivery(
+    database_url: str, broker_settings: BrokerSettings
+) -> None:
+    """`x-attempt` is the worker's own retry count: a publisher's bogus one breaks nothing."""
+    settings = make_settings(database_url, broker=broker_settings)
+    odd = item_created({"id": 1, "name": "odd"})
+    headers = {**odd.headers, "x-attempt": "not-a-number"}
+    async with open_broker(broker_settings) as broker:
+        async with worker(settings):
+            await broker.publish([Message(odd.id, odd.type, odd.time, odd.payload, headers)])
+            await broker.publish([item_created({"id": n, "name": f"n{n}"}) for n in range(2, 12)])
+            await wait_for_count(database_url, AUDITED, 11)
+        assert await broker.backlog() == 0
+{%- endif %}

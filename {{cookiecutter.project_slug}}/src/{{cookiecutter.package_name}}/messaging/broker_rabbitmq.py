@@ -222,10 +222,15 @@ class Broker:
 
     async def _on_message(self, raw: AbstractIncomingMessage) -> None:
         assert self._batcher is not None  # noqa: S101 - set by `subscribe`
+        headers = dict(raw.headers or {})
+        try:
+            attempt = max(1, int(str(headers.get(_ATTEMPT, 1))))
+        except ValueError:
+            attempt = 1  # not written by `retry` below: a publisher's own header
+        # Queued only once nothing can fail before the batcher takes it: `_acknowledge`
+        # pairs this queue with the batches.
         received = _Received(raw)
         self._received.append(received)
-        headers = dict(raw.headers or {})
-        attempt = int(str(headers.get(_ATTEMPT, 1)))
 
         async def ack() -> None:
             received.settled = True  # acknowledged with its batch, in `_acknowledge`
