@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import asyncpg
 from fastapi import Request  # noqa: TC002 - FastAPI reads handler annotations at run time
@@ -41,9 +42,11 @@ async def test_deadline_answers_504_and_returns_a_clean_connection(database_url:
         database_url, limits={"request_timeout": 0.3}, db={"pool_min_size": 1, "pool_max_size": 1}
     )
     async with serving(settings) as (app, client):
+        # Tagged: other suites on the same server may be sleeping too.
+        sleep = f"SELECT pg_sleep(5) -- {uuid.uuid4().hex}"
 
         async def sleepy(request: Request) -> dict[str, object]:
-            return {"x": await request.app.state.db.fetchval("SELECT pg_sleep(5)")}
+            return {"x": await request.app.state.db.fetchval(sleep)}
 
         async def quick(request: Request) -> dict[str, object]:
             return {"x": await request.app.state.db.fetchval("SELECT 41 + 1")}
@@ -58,7 +61,7 @@ async def test_deadline_answers_504_and_returns_a_clean_connection(database_url:
         connection = await asyncpg.connect(database_url)
         try:
             sleeping = await connection.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'"
+                "SELECT count(*) FROM pg_stat_activity WHERE query = $1", sleep
             )
         finally:
             await connection.close()
