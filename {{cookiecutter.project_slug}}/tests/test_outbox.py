@@ -108,8 +108,17 @@ async def test_broker_outage_delays_events_and_loses_none(
             await add_events(app, 4)  # the writes succeed while the broker is unreachable
             await asyncio.sleep(1.5)
             assert await count(database_url, PENDING) == 4
+            # What outbox_oldest_pending_seconds exports (OutboxNotPublishing reads it).
+            waited = app.state.relay.pending_seconds()
+            assert 1.0 <= waited < 30, waited
             proxy.restore()
             await wait_for_count(database_url, SENT, 7, timeout=60)
+
+            async def nothing_waits() -> bool:
+                return bool(app.state.relay.pending_seconds() == 0)
+
+            await wait_until(nothing_waits, timeout=10)
+            assert app.state.relay.published == 7
     finally:
         await proxy.stop()
 

@@ -141,6 +141,18 @@ class Relay:
         self._failures = 0
         self._stopping = asyncio.Event()
         self.published = 0
+        # When the oldest event this relay last saw pending was written; None when its
+        # last pass left nothing behind (or another replica's relay holds the claim).
+        self.oldest_pending: datetime | None = None
+
+    def pending_seconds(self) -> float:
+        """How long the oldest event this relay last saw pending has waited (0: none).
+
+        Known from the relay's own passes, at no extra query: the rows it claimed, then
+        the ones the broker did not take. It grows while the relay fails to publish.
+        """
+        oldest = self.oldest_pending
+        return 0.0 if oldest is None else max(0.0, (datetime.now(UTC) - oldest).total_seconds())
 
     async def publish_pending(self) -> int:
         """Publish one batch of pending rows; return how many the broker took.
@@ -150,7 +162,9 @@ class Relay:
         """
         rows = await self._claim()
         if not rows:
+            self.oldest_pending = None
             return 0
+        self.oldest_pending = min(row["created_at"] for row in rows)
         messages = [_message(row) for row in rows]
         taken: set[uuid.UUID] = set()
         try:
@@ -167,6 +181,10 @@ class Relay:
                 await connection.execute("SET LOCAL synchronous_commit = off")
                 await connection.execute(_SETTLE, sent, [row["id"] for row in rows])
             self.published += len(sent)
+            self.oldest_pending = min(
+                (row["created_at"] for row in rows if row["message_id"] not in taken),
+                default=None,
+            )
         return len(sent)
 
     async def _claim(self) -> list[asyncpg.Record]:

@@ -18,6 +18,7 @@ from {{ cookiecutter.package_name }}.messaging.metrics import ConsumerMetrics
 {%- endif %}
 from {{ cookiecutter.package_name }}.messaging.outbox import Outbox, Relay
 from {{ cookiecutter.package_name }}.messaging.worker import WorkerState, probe_routes
+from {{ cookiecutter.package_name }}.service.parts import Reading
 
 if TYPE_CHECKING:
     from contextlib import AsyncExitStack
@@ -40,7 +41,25 @@ def add_messaging(parts: Parts, settings: BrokerSettings, *, name: str) -> None:
 
     async def relay(stack: AsyncExitStack) -> None:
         state = parts.app.state
-        await stack.enter_async_context(Relay(state.db, outbox, state.broker, settings).running())
+        running = state.relay = await stack.enter_async_context(
+            Relay(state.db, outbox, state.broker, settings).running()
+        )
+        parts.readings.extend(
+            [
+                Reading(
+                    "outbox_published",
+                    "Events the outbox relay published.",
+                    "counter",
+                    lambda: running.published,
+                ),
+                Reading(
+                    "outbox_oldest_pending_seconds",
+                    "Age of the oldest event the outbox relay last saw unpublished (0: none).",
+                    "gauge",
+                    running.pending_seconds,
+                ),
+            ]
+        )
 
     parts.resources += [connect, relay]
 
