@@ -187,6 +187,42 @@ async def test_rows_the_broker_took_before_a_failure_are_not_published_again(
         await proxy.stop()
 
 
+{%- if cookiecutter.broker == "nats" %}
+
+
+async def test_an_event_over_max_payload_is_set_aside_and_holds_up_nothing(
+    database_url: str, broker_settings: BrokerSettings
+) -> None:
+    """NATS refuses a message over its max_payload for good: the relay sets it aside."""
+    settings = make_settings(database_url, broker=broker_settings)
+    refused = "SELECT count(*) FROM outbox WHERE refused_at IS NOT NULL AND refusal LIKE $1"
+    async with serving(settings) as (app, _):
+        await add_events(app, 1)
+        await wait_for_count(database_url, SENT, 1)
+        limit = app.state.broker.client.connection.max_payload  # known once connected
+        await add_events(app, 1, padding=limit)
+        await add_events(app, 3)
+        await wait_for_count(database_url, SENT, 4)
+        assert await count(database_url, refused, "%max_payload%") == 1
+        assert app.state.relay.refused == 1
+        assert app.state.broker.breaker.state is CircuitState.CLOSED  # the broker is fine
+
+        async def nothing_waits() -> bool:
+            return bool(app.state.relay.pending_seconds() == 0)
+
+        await wait_until(nothing_waits, timeout=10)
+        # Queued again by an operator (the runbook's statement): refused again, once.
+        await count(database_url, "UPDATE outbox SET refused_at = NULL RETURNING 1")
+        app.state.outbox.committed()
+
+        async def refused_twice() -> bool:
+            return bool(app.state.relay.refused == 2)
+
+        await wait_until(refused_twice, timeout=10)
+    assert await queued_messages(broker_settings) == 4
+{%- endif %}
+
+
 async def test_unreachable_broker_at_start_fails_fast_and_holds_no_transaction(
     database_url: str, broker_settings: BrokerSettings
 ) -> None:

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from {{ cookiecutter.package_name }}.messaging.broker import Broker
+from {{ cookiecutter.package_name }}.messaging.envelope import PublishError
 from {{ cookiecutter.package_name }}.resilience.breaker import BreakerConfig, CircuitBreaker
 
 if TYPE_CHECKING:
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    """Every publishing error counts against the broker: the message itself is valid."""
+    """Publishing errors count against the broker, but for messages it refused for good."""
+    if isinstance(exc, PublishError):
+        return exc.unavailable
     return not isinstance(exc, asyncio.CancelledError)
 
 

@@ -23,12 +23,18 @@ from typing import TYPE_CHECKING
 
 import structlog
 from faststream.nats import JStream, NatsBroker
+from nats.errors import MaxPayloadError
 from nats.js.api import AckPolicy as NatsAckPolicy
 from nats.js.api import ConsumerConfig as NatsConsumerConfig
 from nats.js.api import StreamConfig
 
 from {{ cookiecutter.package_name }}.messaging.delivery import Delivery, settle_batch
-from {{ cookiecutter.package_name }}.messaging.envelope import DEAD_LETTER_REASON, Message, PublishError
+from {{ cookiecutter.package_name }}.messaging.envelope import (
+    DEAD_LETTER_REASON,
+    Message,
+    MessageRefusedError,
+    PublishError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -97,28 +103,32 @@ class Broker:
     async def publish(self, messages: Sequence[Message]) -> None:
         """Publish `messages` in order, their acks awaited together; the breaker guards it.
 
-        Raises `PublishError` (naming the messages JetStream took) unless it took all.
+        Raises `PublishError` (naming the messages JetStream took, and those over the server's
+        `max_payload`, which it never will) unless it took all.
         """
         async with self.breaker.guard():
             await self.connect()
             results = await asyncio.gather(
                 *(self._publish(message) for message in messages), return_exceptions=True
             )
-            failures = [result for result in results if isinstance(result, BaseException)]
-            if failures:
-                taken = [
-                    m.id for m, result in zip(messages, results, strict=True) if result is None
-                ]
-                raise PublishError(taken, failures[0])
+            error = PublishError.of_batch(messages, results)
+            if error is not None:
+                raise error
 
     async def _publish(self, message: Message) -> None:
-        await self.client.publish(
-            message.body,
-            f"{self.subject}.{message.type}",
-            headers={**message.headers, "Nats-Msg-Id": str(message.id)},
-            stream=self.stream.name,
-            timeout=self.settings.publish_timeout,
-        )
+        try:
+            await self.client.publish(
+                message.body,
+                f"{self.subject}.{message.type}",
+                headers={**message.headers, "Nats-Msg-Id": str(message.id)},
+                stream=self.stream.name,
+                timeout=self.settings.publish_timeout,
+            )
+        except MaxPayloadError as exc:
+            # Refused before sending, and would be on every retry.
+            limit = self.client.connection.max_payload
+            msg = f"larger than the server's max_payload ({limit} bytes)"
+            raise MessageRefusedError(msg) from exc
 
     async def backlog(self) -> int:
         """Messages the worker consumer has not acknowledged yet (what KEDA scales on)."""

@@ -152,18 +152,18 @@ class Broker:
         """Publish `messages` in order, their confirms awaited together; the breaker guards it.
 
         Raises `PublishError` (naming the messages the broker took) unless it took all.
+        None is told apart as refused for good: RabbitMQ refuses a message only past its
+        `max_message_size` (128 MiB by default), by closing the channel, which fails the
+        rest of the batch as well (docs/runbook.md, OutboxNotPublishing, says what to do).
         """
         async with self.breaker.guard():
             await self.connect()
             results = await asyncio.gather(
                 *(self._publish(message) for message in messages), return_exceptions=True
             )
-            failures = [result for result in results if isinstance(result, BaseException)]
-            if failures:
-                taken = [
-                    m.id for m, result in zip(messages, results, strict=True) if result is None
-                ]
-                raise PublishError(taken, failures[0])
+            error = PublishError.of_batch(messages, results)
+            if error is not None:
+                raise error
 
     async def _publish(self, message: Message) -> None:
         # aio-pika waits for a confirm past its own timeout on a stalled connection.

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Collection, Mapping, Sequence
 
 MESSAGE_ID: Final = "message-id"
 MESSAGE_TYPE: Final = "message-type"
@@ -32,13 +32,48 @@ class MalformedMessageError(Exception):
     """A delivery that is not one of our messages (missing headers, body not JSON)."""
 
 
-class PublishError(Exception):
-    """The broker did not take every message of a batch; `taken` are the ids it did take."""
+class MessageRefusedError(Exception):
+    """The broker will never take this message as it is (too large, say): not an outage."""
 
-    def __init__(self, taken: Collection[uuid.UUID], cause: BaseException) -> None:
+
+class PublishError(Exception):
+    """The broker did not take every message of a batch; `taken` are the ids it did take.
+
+    `refused` maps the messages it will never take to the reason (`MessageRefusedError`);
+    `unavailable` is false when those are all that failed: the broker itself is fine.
+    """
+
+    def __init__(
+        self,
+        taken: Collection[uuid.UUID],
+        cause: BaseException,
+        refused: Mapping[uuid.UUID, str] | None = None,
+        *,
+        unavailable: bool = True,
+    ) -> None:
         """`cause` is the first failure of the batch."""
         super().__init__(str(cause) or type(cause).__name__)
         self.taken = frozenset(taken)
+        self.refused = dict(refused or {})
+        self.unavailable = unavailable
+
+    @classmethod
+    def of_batch(
+        cls, messages: Sequence[Message], results: Sequence[BaseException | None]
+    ) -> PublishError | None:
+        """The error for a batch published one message a result (None: taken), if any failed."""
+        failures = [result for result in results if result is not None]
+        if not failures:
+            return None
+        taken = [
+            message.id for message, result in zip(messages, results, strict=True) if result is None
+        ]
+        refused = {
+            message.id: str(result) or type(result).__name__
+            for message, result in zip(messages, results, strict=True)
+            if isinstance(result, MessageRefusedError)
+        }
+        return cls(taken, failures[0], refused, unavailable=len(refused) < len(failures))
 
 
 @dataclass(frozen=True, slots=True)

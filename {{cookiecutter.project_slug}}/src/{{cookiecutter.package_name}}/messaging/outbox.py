@@ -11,7 +11,8 @@ pooled connection) across a broker call:
    (`claimed_until`); so one relay of all the replicas publishes at a time and rows
    keep their order;
 2. publish the batch with the broker's confirms awaited together (no connection held);
-3. mark the rows the broker took as sent and release the rest, in one statement.
+3. mark the rows the broker took as sent and release the rest, in one statement; a row
+   the broker refused for good (too large) is set aside with the reason (`refused_at`).
 
 A relay that dies between 1 and 3 leaves a lease that expires, and the rows are
 published again (the worker dedupes by message id). A broker failure counts against the
@@ -62,7 +63,8 @@ _INSERT = (
 # Leases the first pending rows, unless a claim (another relay's batch) is still live.
 _CLAIM = (
     "UPDATE outbox SET claimed_until = clock_timestamp() + $2::interval "
-    "WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1) "
+    "WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL AND refused_at IS NULL "
+    "ORDER BY id LIMIT $1) "
     "AND NOT EXISTS (SELECT FROM outbox WHERE published_at IS NULL "
     "AND claimed_until > clock_timestamp()) "
     "RETURNING id, message_id, type, payload, headers, created_at"
@@ -73,6 +75,8 @@ _SETTLE = (
     "published_at = CASE WHEN id = ANY($1::bigint[]) THEN now() END "
     "WHERE id = ANY($2::bigint[])"
 )
+# Sets aside a row the broker refused for good, with the reason.
+_REFUSE = "UPDATE outbox SET refused_at = now(), refusal = $2 WHERE id = $1"
 # A claim outlives the slowest batch: connecting and publishing are each bounded by the
 # publish timeout.
 _LEASE_PUBLISH_TIMEOUTS = 4
@@ -84,7 +88,8 @@ class Publisher(Protocol):
     async def publish(self, messages: Sequence[Message]) -> None:
         """Publish in order; return once the broker took them all.
 
-        Raise `PublishError` naming the messages it took when it did not take them all.
+        Raise `PublishError` naming the messages it took when it did not take them all,
+        and those it refused for good.
         """
 
 
@@ -141,6 +146,7 @@ class Relay:
         self._failures = 0
         self._stopping = asyncio.Event()
         self.published = 0
+        self.refused = 0
         # When the oldest event this relay last saw pending was written; None when its
         # last pass left nothing behind (or another replica's relay holds the claim).
         self.oldest_pending: datetime | None = None
@@ -158,7 +164,9 @@ class Relay:
         """Publish one batch of pending rows; return how many the broker took.
 
         Rows the broker took are marked sent even when a later one of the batch failed,
-        so they are not published again; the failed ones wait for the next pass.
+        so they are not published again; the failed ones wait for the next pass. Rows it
+        refused for good are set aside (`refused_at`), so they hold up no later event;
+        when they are all that failed, the broker is fine and the relay goes on at once.
         """
         rows = await self._claim()
         if not rows:
@@ -167,22 +175,40 @@ class Relay:
         self.oldest_pending = min(row["created_at"] for row in rows)
         messages = [_message(row) for row in rows]
         taken: set[uuid.UUID] = set()
+        refused: dict[uuid.UUID, str] = {}
         try:
             await self._publisher.publish(messages)
             taken.update(message.id for message in messages)
         except PublishError as exc:
             taken.update(exc.taken)
-            raise
+            refused = exc.refused
+            if exc.unavailable:
+                raise
         finally:
             sent = [row["id"] for row in rows if row["message_id"] in taken]
+            set_aside = [row for row in rows if row["message_id"] in refused]
             async with self._db.connection("relay") as connection, connection.transaction():
                 # Not flushed either: a mark lost in a crash publishes the rows again,
                 # which the consumers' dedupe absorbs.
                 await connection.execute("SET LOCAL synchronous_commit = off")
                 await connection.execute(_SETTLE, sent, [row["id"] for row in rows])
+                for row in set_aside:
+                    await connection.execute(_REFUSE, row["id"], refused[row["message_id"]])
             self.published += len(sent)
+            self.refused += len(set_aside)
+            for row in set_aside:
+                log.error(
+                    "outbox_event_refused",
+                    message_id=str(row["message_id"]),
+                    type=row["type"],
+                    reason=refused[row["message_id"]],
+                )
             self.oldest_pending = min(
-                (row["created_at"] for row in rows if row["message_id"] not in taken),
+                (
+                    row["created_at"]
+                    for row in rows
+                    if row["message_id"] not in taken and row["message_id"] not in refused
+                ),
                 default=None,
             )
         return len(sent)

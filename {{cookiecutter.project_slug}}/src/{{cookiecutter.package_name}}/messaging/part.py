@@ -53,6 +53,12 @@ def add_messaging(parts: Parts, settings: BrokerSettings, *, name: str) -> None:
                     lambda: running.published,
                 ),
                 Reading(
+                    "outbox_refused",
+                    "Events the broker refused for good, set aside in the outbox table.",
+                    "counter",
+                    lambda: running.refused,
+                ),
+                Reading(
                     "outbox_oldest_pending_seconds",
                     "Age of the oldest event the outbox relay last saw unpublished (0: none).",
                     "gauge",
