@@ -90,7 +90,7 @@ def _request_span(trace_id: int, flags: int, trace_state: TraceState) -> trace.S
     """The request's span when nothing is recorded: a new span id in the trace, ids only."""
     # Positional (trace id, span id, is_remote, flags, state): keywords would cost a
     # dict per request on the way to SpanContext.__new__.
-    span_id = getrandbits(64) or _random_id(64)  # a call less in all but 1 in 2**64
+    span_id = _random_id(64)
     span_context = SpanContext(trace_id, span_id, False, _FLAGS[flags], trace_state)  # noqa: FBT003
     return NonRecordingSpan(span_context)
 
@@ -134,7 +134,7 @@ class RequestTracing:
             if parent is None:
                 # Not sampled: nothing is recorded here, so downstream services
                 # decide for themselves (the default for a new trace).
-                new_trace_id = getrandbits(128) or _random_id(128)
+                new_trace_id = _random_id(128)
                 span = _request_span(new_trace_id, _NEW_TRACE_FLAGS, _EMPTY_TRACE_STATE)
             else:
                 trace_id, _, flags, trace_state = parent
