@@ -27,11 +27,12 @@ import pytest
 import structlog
 import uvicorn
 from fastapi import FastAPI
+from opentelemetry import context, trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode
 
 from {{ cookiecutter.package_name }}.observability.logs.config import configure_logging
 from {{ cookiecutter.package_name }}.observability.logs.context import user_id_var
@@ -689,3 +690,16 @@ def test_configure_tracing_exports_over_otlp_http(
     assert resource["deployment.environment.name"] == "staging"  # the environment wins
     (scope_spans,) = resource_spans.scope_spans
     assert [span.name for span in scope_spans.spans] == ["probe-span"]
+
+
+def test_the_span_key_is_where_opentelemetry_keeps_the_current_span() -> None:
+    """`add_trace_ids` and the hook use OpenTelemetry's private key: pinned here."""
+    span = NonRecordingSpan(SpanContext(1, 2, is_remote=False))
+    assert dict(trace.set_span_in_context(span)) == {tracing._SPAN_KEY: span}
+    token = context.attach(context.set_value(tracing._SPAN_KEY, span))
+    try:
+        assert trace.get_current_span() is span
+        assert context.get_current().get(tracing._SPAN_KEY) is span
+    finally:
+        context.detach(token)
+
