@@ -256,8 +256,8 @@ async def report(request: Request) -> Response:
 
 # Plain Starlette routes: probes need none of FastAPI's parameter handling. Liveness,
 # probed most often and the cheapest answer, is matched before the API; readiness and
-# the report after it, so that an API request is not matched against them (a match
-# costs ~2,500 instructions).
+# the report after it, so that an API request is not matched against them (the two
+# failed matches cost ~14,000 instructions per API request).
 live_routes = [Route(LIVE_PATH, live, methods=["GET"], include_in_schema=False)]
 ready_routes = [
     Route(READY_PATH, ready, methods=["GET"], include_in_schema=False),

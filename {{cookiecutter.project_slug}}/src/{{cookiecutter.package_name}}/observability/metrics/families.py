@@ -173,7 +173,8 @@ class _WithRequestsTotal(Collector):
 
     A request counted by a counter and a histogram costs two locked metric updates;
     the histogram's `_count` by method, route and status is the same number. Counting
-    once saves about 4,500 instructions per request (`bench/run.py --instructions`).
+    once saves about 4,000 instructions per request (counted in one process under
+    callgrind: 740,416 before, 736,653 after, on `GET /items/{id}`).
     """
 
     def __init__(self, source: CollectorRegistry) -> None:
