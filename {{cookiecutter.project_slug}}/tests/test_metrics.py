@@ -60,7 +60,13 @@ async def test_counts_and_latency_by_route_template(database_url: str) -> None:
     assert value(found, "http_requests_total", method="GET", route=route, status="200") == 3
     assert value(found, "http_requests_total", method="GET", route=route, status="422") == 1
     assert value(found, "http_requests_total", method="GET", route="other", status="404") == 1
-    assert value(found, "http_request_duration_seconds_count", method="GET", route=route) == 4
+    latency = "http_request_duration_seconds_count"
+    assert value(found, latency, method="GET", route=route, status="200") == 3
+    assert value(found, latency, method="GET", route=route, status="422") == 1
+    # The request counter is read off the histogram: the same label sets, the same counts.
+    totals = {key[1]: count for key, count in found.items() if key[0] == "http_requests_total"}
+    counts = {key[1]: count for key, count in found.items() if key[0] == latency}
+    assert totals == counts
     # Raw paths never become labels; probes and scrapes are not counted.
     labels = {dict(key[1]).get("route") for key in found if key[0] == "http_requests_total"}
     assert labels == {route, "other"}

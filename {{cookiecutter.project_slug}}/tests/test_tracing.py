@@ -27,11 +27,12 @@ import pytest
 import structlog
 import uvicorn
 from fastapi import FastAPI
+from opentelemetry import context, trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode
 
 from {{ cookiecutter.package_name }}.observability.logs.config import configure_logging
 from {{ cookiecutter.package_name }}.observability.logs.context import user_id_var
@@ -689,3 +690,61 @@ def test_configure_tracing_exports_over_otlp_http(
     assert resource["deployment.environment.name"] == "staging"  # the environment wins
     (scope_spans,) = resource_spans.scope_spans
     assert [span.name for span in scope_spans.spans] == ["probe-span"]
+
+
+def test_the_span_key_is_where_opentelemetry_keeps_the_current_span() -> None:
+    """`add_trace_ids` and the hook use OpenTelemetry's private key: pinned here."""
+    span = NonRecordingSpan(SpanContext(1, 2, is_remote=False))
+    assert dict(trace.set_span_in_context(span)) == {tracing._SPAN_KEY: span}
+    token = context.attach(context.set_value(tracing._SPAN_KEY, span))
+    try:
+        assert trace.get_current_span() is span
+        assert context.get_current().get(tracing._SPAN_KEY) is span
+    finally:
+        context.detach(token)
+
+
+@pytest.mark.parametrize("sdk", [None, TracerProvider()], ids=["propagation", "sdk"])
+async def test_the_json_access_line_carries_the_ids_of_the_request_span(
+    capsysbinary: pytest.CaptureFixture[bytes], sdk: TracerProvider | None
+) -> None:
+    """The hook hands the ids to the access line: the same the handler's lines carry."""
+    saved = structlog.get_config()
+    access_log = configure_logging(
+        level="INFO", json=True, extra_processors=[add_trace_ids], **SERVICE
+    )
+    current: list[tuple[str, str]] = []
+
+    async def app(_scope: Scope, _receive: Any, send: Any) -> None:
+        span_context = trace.get_current_span().get_span_context()
+        current.append((f"{span_context.trace_id:032x}", f"{span_context.span_id:016x}"))
+        structlog.get_logger("handler").info("handled")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(_message: Any) -> None:
+        pass
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/x",
+        "headers": [(b"traceparent", TRACEPARENT.encode())],
+    }
+    middleware = ServiceMiddleware(app, hooks=[RequestTracing(sdk)], access_log=access_log)
+    try:
+        await middleware(scope, receive, send)
+        access_log.flush()
+    finally:
+        structlog.configure(**saved)
+    handled, request = (json.loads(line) for line in capsysbinary.readouterr().out.splitlines())
+    assert request["event"] == "request"
+    ((trace_id, span_id),) = current
+    assert trace_id == TRACE_ID
+    assert (handled["trace_id"], handled["span_id"]) == (trace_id, span_id)
+    assert (request["trace_id"], request["span_id"]) == (trace_id, span_id)
+    # Where the processor chain puts them: after the envelope, last.
+    assert list(request)[-2:] == ["trace_id", "span_id"]

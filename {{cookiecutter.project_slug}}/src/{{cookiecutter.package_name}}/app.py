@@ -169,14 +169,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.router.lifespan_context = lifespan
     install_problem_handlers(app)
     document_problems(app)
-    # Requests are matched against the routes in order: the probes (plain routes, cheap
-    # to rule out) and the API first, the OpenAPI and docs pages that FastAPI registered
-    # at creation last. Routes are added to the app itself: `include_router` would match
+    # Requests are matched against the routes in order: liveness and the API first,
+    # then the other probes, the OpenAPI and docs pages that FastAPI registered at
+    # creation last. Routes are added to the app itself: `include_router` would match
     # every request a second time inside the router.
     docs_routes = app.router.routes[:]
     app.router.routes[:] = [
-        *probes.routes,
+        *probes.live_routes,
         *parts.api_routes(),
+        *probes.ready_routes,
         *parts.service_routes,
         *docs_routes,
         *api_docs.routes(title=app.title, openapi_url=app.openapi_url or ""),

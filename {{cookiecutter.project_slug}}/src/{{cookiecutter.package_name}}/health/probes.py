@@ -254,10 +254,12 @@ async def report(request: Request) -> Response:
     return _health_json(orjson.dumps(document), 503 if status == "fail" else 200)
 
 
-# Plain Starlette routes: probes need none of FastAPI's parameter handling, and every
-# API request is matched against them first, which is cheaper than against API routes.
-routes = [
-    Route(LIVE_PATH, live, methods=["GET"], include_in_schema=False),
+# Plain Starlette routes: probes need none of FastAPI's parameter handling. Liveness,
+# probed most often and the cheapest answer, is matched before the API; readiness and
+# the report after it, so that an API request is not matched against them (the two
+# failed matches cost ~14,000 instructions per API request).
+live_routes = [Route(LIVE_PATH, live, methods=["GET"], include_in_schema=False)]
+ready_routes = [
     Route(READY_PATH, ready, methods=["GET"], include_in_schema=False),
     Route(REPORT_PATH, report, methods=["GET"], include_in_schema=False),
 ]

@@ -33,7 +33,11 @@ from typing import TYPE_CHECKING
 import structlog
 
 from {{ cookiecutter.package_name }}.observability.logs.access import AccessLog
-from {{ cookiecutter.package_name }}.observability.logs.context import request_id_var, user_id_var
+from {{ cookiecutter.package_name }}.observability.logs.context import (
+    TRACE_IDS_KEY,
+    request_id_var,
+    user_id_var,
+)
 from {{ cookiecutter.package_name }}.service.body_limit import limit_body, send_too_large
 from {{ cookiecutter.package_name }}.service.hooks import AdmissionStep, Rejection, RequestHook
 from {{ cookiecutter.package_name }}.service.problems import retry_after, send_problem
@@ -212,6 +216,7 @@ class ServiceMiddleware:
                     # Not round(seconds * 1000, 3): given digits, round goes through a string.
                     duration_ms=round(seconds * 1_000_000) / 1000,
                     client=client[0] if client else None,
+                    trace_ids=scope.get(TRACE_IDS_KEY),
                 )
         finally:
             status = status or 500  # cancelled, or no response at all

@@ -67,8 +67,9 @@ class AccessLog:
         status: int,
         duration_ms: float,
         client: str | None,
+        trace_ids: tuple[str, str] | None = None,
     ) -> None:
-        """Write one access line."""
+        """Write one access line; `trace_ids` are the request span's (else a processor's)."""
         if self._writer is None or self._envelope is None:
             self._log.info(
                 "request",
@@ -99,6 +100,9 @@ class AccessLog:
         if user_id is not None:
             line["user_id"] = user_id
         line.update(self._static)
+        if trace_ids is not None:
+            # Where `add_trace_ids` puts them, which then leaves the line alone.
+            line["trace_id"], line["span_id"] = trace_ids
         for processor in self._extra_processors:
             line = processor(self._log, "info", line)  # type: ignore[assignment]  # a dict here
         try:

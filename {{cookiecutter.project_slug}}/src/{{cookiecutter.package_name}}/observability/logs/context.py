@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_LOGGER_NAME",
     "ORJSON_OPTIONS",
+    "TRACE_IDS_KEY",
     "Envelope",
     "request_id_var",
     "user_id_var",
@@ -54,6 +55,12 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 user_id_var: ContextVar[str | None] = ContextVar("user_id", default=None)
 """Who the request acts for (an authenticated subject); set once the caller is verified."""
+
+TRACE_IDS_KEY: Final = "trace_ids"
+"""ASGI scope key: the request span's (trace id, span id) in hex, for the access line.
+
+Left there by the tracing hook; a scope entry costs a tenth of a context variable.
+"""
 
 # Lines from loggers created without a name are attributed to the package.
 DEFAULT_LOGGER_NAME: Final = __name__.partition(".")[0]

@@ -44,7 +44,7 @@ from opentelemetry.trace import (
     TraceState,
 )
 
-from {{ cookiecutter.package_name }}.observability.logs.context import user_id_var
+from {{ cookiecutter.package_name }}.observability.logs.context import TRACE_IDS_KEY, user_id_var
 from {{ cookiecutter.package_name }}.observability.tracing.traceparent import KNOWN_FLAGS, parse_traceparent
 from {{ cookiecutter.package_name }}.observability.tracing.tracestate import parse_tracestate
 
@@ -86,13 +86,21 @@ def _random_id(bits: int) -> int:
     return value
 
 
-def _request_span(trace_id: int, flags: int, trace_state: TraceState) -> trace.Span:
-    """The request's span when nothing is recorded: a new span id in the trace, ids only."""
+def _request_span(trace_id: int, span_id: int, flags: int, trace_state: TraceState) -> trace.Span:
+    """The request's span when nothing is recorded: ids only."""
     # Positional (trace id, span id, is_remote, flags, state): keywords would cost a
     # dict per request on the way to SpanContext.__new__.
-    span_id = getrandbits(64) or _random_id(64)  # a call less in all but 1 in 2**64
     span_context = SpanContext(trace_id, span_id, False, _FLAGS[flags], trace_state)  # noqa: FBT003
     return NonRecordingSpan(span_context)
+
+
+def _hex_ids(span_context: SpanContext) -> tuple[str, str]:
+    """The trace id and span id as log lines carry them."""
+    # Twice as fast as f"{trace_id:032x}".
+    return (
+        span_context.trace_id.to_bytes(16, "big").hex(),
+        span_context.span_id.to_bytes(8, "big").hex(),
+    )
 
 
 class RequestTracing:
@@ -109,7 +117,8 @@ class RequestTracing:
 
     With ``tracer_provider`` (what :func:`configure_tracing` returns), the span
     is a recorded SERVER span named ``"METHOD /route/{template}"``; without,
-    it is a non-recording span that only carries the ids.
+    it is a non-recording span that only carries the ids. Either way, its ids in
+    hex are left in the scope under `TRACE_IDS_KEY` for the access line.
     """
 
     __slots__ = ("_tracer",)
@@ -129,19 +138,33 @@ class RequestTracing:
             if self._tracer is None:
                 return None
             return context.attach(context.set_value(_TRACER_KEY, self._tracer)), None
-        parent = _extract(scope["headers"])
+        headers = scope["headers"]
+        # Most requests (all at the edge) carry no trace context: ruled out at C speed.
+        parent = _extract(headers) if _TRACEPARENT in dict(headers) else None
         if self._tracer is None:
             if parent is None:
                 # Not sampled: nothing is recorded here, so downstream services
                 # decide for themselves (the default for a new trace).
-                new_trace_id = getrandbits(128) or _random_id(128)
-                span = _request_span(new_trace_id, _NEW_TRACE_FLAGS, _EMPTY_TRACE_STATE)
+                trace_id = _random_id(128)
+                flags, trace_state = _NEW_TRACE_FLAGS, _EMPTY_TRACE_STATE
             else:
-                trace_id, _, flags, trace_state = parent
-                span = _request_span(int(trace_id, 16), flags, trace_state)
-            # What trace.set_span_in_context does, a call less.
-            return context.attach(context.set_value(_SPAN_KEY, span)), None
+                trace_hex, _, flags, trace_state = parent
+                trace_id = int(trace_hex, 16)
+            span_id = _random_id(64)
+            span = _request_span(trace_id, span_id, flags, trace_state)
+            # From the ints at hand: the span's properties would cost a call each.
+            scope[TRACE_IDS_KEY] = (
+                trace_id.to_bytes(16, "big").hex(),
+                span_id.to_bytes(8, "big").hex(),
+            )
+            # The request's context holds its span only (what set_span_in_context
+            # would add to the server's own, empty one), made without reading the
+            # current context: ~3,000 instructions less per request.
+            return context.attach(context.Context({_SPAN_KEY: span})), None
         span = self._start_server_span(self._tracer, scope, parent)
+        span_context = span.get_span_context()
+        if span_context.is_valid:
+            scope[TRACE_IDS_KEY] = _hex_ids(span_context)
         current = context.set_value(_TRACER_KEY, self._tracer, trace.set_span_in_context(span))
         return context.attach(current), span
 
@@ -211,9 +234,6 @@ class RequestTracing:
 
 def _extract(headers: Sequence[tuple[bytes, bytes]]) -> tuple[str, str, int, TraceState] | None:
     """Return the caller's (trace id, span id, flags, trace state), or None."""
-    # A request without trace context (most, at the edge) is ruled out at C speed.
-    if _TRACEPARENT not in dict(headers):
-        return None
     traceparent = None
     tracestate: list[bytes] = []
     for name, value in headers:
@@ -238,8 +258,12 @@ def _extract(headers: Sequence[tuple[bytes, bytes]]) -> tuple[str, str, int, Tra
 def add_trace_ids(_logger: WrappedLogger, _method_name: str, event_dict: EventDict) -> EventDict:
     """Add ``trace_id`` and ``span_id`` (hex) of the current span (structlog processor).
 
-    Pass it to ``configure_logging(extra_processors=[add_trace_ids])``.
+    Pass it to ``configure_logging(extra_processors=[add_trace_ids])``. A line that
+    carries a ``span_id`` already keeps its ids: the access line, which has those of
+    the request's span from `RequestTracing`.
     """
+    if "span_id" in event_dict:
+        return event_dict
     # trace.get_current_span() but for its isinstance() check against an ABC, which
     # costs a third of this processor; what is stored under the key is a span.
     span: trace.Span | None = context.get_current().get(_SPAN_KEY)  # type: ignore[assignment]
@@ -247,9 +271,7 @@ def add_trace_ids(_logger: WrappedLogger, _method_name: str, event_dict: EventDi
         return event_dict
     span_context = span.get_span_context()
     if span_context.is_valid:
-        # Twice as fast as f"{trace_id:032x}".
-        event_dict["trace_id"] = span_context.trace_id.to_bytes(16, "big").hex()
-        event_dict["span_id"] = span_context.span_id.to_bytes(8, "big").hex()
+        event_dict["trace_id"], event_dict["span_id"] = _hex_ids(span_context)
     return event_dict
 
 
@@ -286,11 +308,12 @@ def continue_trace(headers: Mapping[str, str], name: str) -> Iterator[object]:
     parent = _extract(encoded)
     # `configure_tracing` installs a global provider only when it exports.
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        span_id = _random_id(64)
         if parent is None:
-            span = _request_span(_random_id(128), _NEW_TRACE_FLAGS, _EMPTY_TRACE_STATE)
+            span = _request_span(_random_id(128), span_id, _NEW_TRACE_FLAGS, _EMPTY_TRACE_STATE)
         else:
             trace_id, _, flags, trace_state = parent
-            span = _request_span(int(trace_id, 16), flags, trace_state)
+            span = _request_span(int(trace_id, 16), span_id, flags, trace_state)
         with trace.use_span(span) as current:
             yield current
         return
