@@ -214,18 +214,15 @@ class Idempotent:
                         "body": b"".join(chunks).hex(),
                     }
                 )
-            # One write, its reply not awaited: the answer has been sent already, and a
-            # retry through this replica follows it on the same connection.
+            # One write, unanswered: the answer has been sent already, and a retry through
+            # this replica follows it on the same connection. Should it fail, the claim
+            # expires after `in_flight_seconds` (retries get 409 until then).
             finish = (record_key,), (token, record, self._ttl_ms)
             try:
-                if not store.run_soon(FINISH_SCRIPT, *finish, _not_stored):
+                if not store.run_unanswered(FINISH_SCRIPT, *finish):
                     await store.run(FINISH_SCRIPT, *finish)
             except Exception as exc:  # noqa: BLE001 - the claim expires on its own
-                _not_stored(exc)
-
-
-def _not_stored(exc: BaseException) -> None:
-    log.warning("idempotency_record_not_stored", error=f"{type(exc).__name__}: {exc}")
+                log.warning("idempotency_record_not_stored", error=f"{type(exc).__name__}: {exc}")
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
