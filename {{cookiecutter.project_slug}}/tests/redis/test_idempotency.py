@@ -29,11 +29,19 @@ def key(value: str) -> dict[str, str]:
 
 
 def test_key_syntax() -> None:
-    assert parse_key(b'"abc"') == "abc"
-    assert parse_key(b"4f8a-11") == "4f8a-11"  # a bare token, as many clients send
+    assert parse_key(b'"abc"') == b"abc"
+    assert parse_key(b"4f8a-11") == b"4f8a-11"  # a bare token, as many clients send
+    assert parse_key(b"a b") == b"a b"
     assert parse_key(b'""') is None
     assert parse_key(b'"a"b"') is None
-    assert parse_key(b'"' + b"x" * 255 + b'"') == "x" * 255
+    assert parse_key(b'"abc') is None
+    assert parse_key(b'abc"') is None
+    assert parse_key(b"") is None
+    assert parse_key(b"a\tb") is None
+    assert parse_key(b'"' + b"x" * 255 + b'"') == b"x" * 255
+    assert parse_key(b"x" * 255) == b"x" * 255
+    assert parse_key(b'"' + b"x" * 256 + b'"') is None
+    assert parse_key(b"x" * 256) is None
 
 
 @pytest.mark.parametrize("scripts_cached", [True, False])

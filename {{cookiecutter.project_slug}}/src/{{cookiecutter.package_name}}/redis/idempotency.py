@@ -16,6 +16,7 @@ than running unprotected; requests without a key are not affected.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import os
 import re
@@ -40,8 +41,10 @@ HEADER: Final = "Idempotency-Key"
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
 _HEADER: Final = HEADER.lower().encode("ascii")
 MAX_KEY_LENGTH: Final = 255
-# Printable ASCII without the quote and the backslash (a structured-field string's body).
-_KEY: Final = re.compile(rb"[\x20\x21\x23-\x5b\x5d-\x7e]{1,%d}" % MAX_KEY_LENGTH)
+# Printable ASCII without the quote and the backslash (a structured-field string's body),
+# quoted or bare: one match, whichever it is.
+_KEY_BODY: Final = rb"[\x20\x21\x23-\x5b\x5d-\x7e]{1,%d}" % MAX_KEY_LENGTH
+_KEY: Final = re.compile(rb'"(%s)"|(%s)' % (_KEY_BODY, _KEY_BODY))
 # Stored with the answer; the rest (request id, rate limits) belongs to each request.
 _KEPT_HEADERS: Final = frozenset(
     {
@@ -74,16 +77,13 @@ return 1
 """)
 
 
-def parse_key(value: bytes) -> str | None:
+def parse_key(value: bytes) -> bytes | None:
     """The key from the header: a structured-field string (``"..."``), 1-255 characters.
 
     A bare token (``Idempotency-Key: 4f8a...``) is accepted too: many clients send one.
     """
-    if len(value) >= 2 and value[:1] == b'"' == value[-1:]:  # noqa: PLR2004 - two quotes
-        value = value[1:-1]
-    if _KEY.fullmatch(value) is None:
-        return None
-    return value.decode("ascii")
+    found = _KEY.fullmatch(value)
+    return None if found is None else found[1] or found[2]
 
 
 class Idempotent:
@@ -115,18 +115,22 @@ class Idempotent:
             await _problem(send, scope, 413, f"the body exceeds {self._max_body} bytes")
             return
         store: RedisStore | None = scope["app"].state.redis
-        fingerprint = hashlib.sha256(
-            b"%s %s?%s\n%s"
-            % (scope["method"].encode(), scope["path"].encode(), scope["query_string"], body)
-        ).hexdigest()
+        fingerprint = binascii.hexlify(
+            hashlib.sha256(
+                b"%s %s?%s\n%s"
+                % (scope["method"].encode(), scope["path"].encode(), scope["query_string"], body)
+            ).digest()
+        )
         caller = caller_key(scope, self._api_key_header)
-        token = os.urandom(16).hex()  # `secrets.token_hex`, without its two Python calls
-        claim = orjson.dumps({"token": token, "fingerprint": fingerprint, "state": "running"})
+        token = binascii.hexlify(os.urandom(16))  # `secrets.token_hex`, as bytes
+        # JSON written out, here and for the record (~4k instructions less than orjson with
+        # a dict, both): the hex needs no escaping.
+        claim = b'{"token":"%s","fingerprint":"%s","state":"running"}' % (token, fingerprint)
         if store is None:  # the app wraps routes only when Redis is configured
             await self.app(scope, receive, send)
             return
         try:
-            record_key = store.key("idem", caller, hashlib.sha256(key.encode()).hexdigest())
+            record_key = store.key("idem", caller, hashlib.sha256(key).hexdigest()).encode()
             found = await store.run(CLAIM_SCRIPT, (record_key,), (claim, self._in_flight_ms))
         except Exception as exc:  # noqa: BLE001 - an open circuit or any redis-py error
             log.warning("idempotency_unavailable", error=f"{type(exc).__name__}: {exc}")
@@ -138,9 +142,9 @@ class Idempotent:
         await self._run_first(scope, send, body, receive, store, record_key, token, fingerprint)
 
     async def _answer_retry(
-        self, record: dict[str, Any], fingerprint: str, scope: Scope, send: Send
+        self, record: dict[str, Any], fingerprint: bytes, scope: Scope, send: Send
     ) -> None:
-        if record["fingerprint"] != fingerprint:
+        if record["fingerprint"] != fingerprint.decode():
             await _problem(send, scope, 422, f"this {HEADER} was used with a different request")
         elif record["state"] == "running":
             await _problem(send, scope, 409, f"a request with this {HEADER} is in progress", 1)
@@ -166,9 +170,9 @@ class Idempotent:
         body: bytes,
         receive: Receive,
         store: RedisStore,
-        record_key: str,
-        token: str,
-        fingerprint: str,
+        record_key: bytes,
+        token: bytes,
+        fingerprint: bytes,
     ) -> None:
         status = 0
         kept: list[tuple[str, str]] = []
@@ -204,15 +208,10 @@ class Idempotent:
         finally:
             # A 5xx, a failure or a body too large to keep: release the key for a retry.
             if 0 < status < 500 and size <= self._max_body:  # noqa: PLR2004
-                record = orjson.dumps(
-                    {
-                        "token": token,
-                        "fingerprint": fingerprint,
-                        "state": "done",
-                        "status": status,
-                        "headers": kept,
-                        "body": b"".join(chunks).hex(),
-                    }
+                headers, hex_body = orjson.dumps(kept), binascii.hexlify(b"".join(chunks))
+                record = (
+                    b'{"token":"%s","fingerprint":"%s","state":"done","status":%d,'
+                    b'"headers":%s,"body":"%s"}' % (token, fingerprint, status, headers, hex_body)
                 )
             # One write, unanswered: the answer has been sent already, and a retry through
             # this replica follows it on the same connection. Should it fail, the claim
