@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
 
-from {{ cookiecutter.package_name }}.redis.idempotency import parse_key
+from {{ cookiecutter.package_name }}.redis.idempotency import parse_key, store_key
 from {{ cookiecutter.package_name }}.redis.idempotent_routes import make_idempotent
 from {{ cookiecutter.package_name }}.redis.settings import IdempotencySettings, RedisSettings
 from {{ cookiecutter.package_name }}.redis.store import open_redis
@@ -42,6 +42,11 @@ def test_key_syntax() -> None:
     assert parse_key(b"x" * 255) == b"x" * 255
     assert parse_key(b'"' + b"x" * 256 + b'"') is None
     assert parse_key(b"x" * 256) is None
+
+
+def test_store_keys_keep_callers_apart() -> None:
+    assert store_key("p:", "user:a", b"b:c") == b"p:idem:6:user:a:b:c"
+    assert store_key("p:", "user:a:b", b"c") == b"p:idem:8:user:a:b:c"
 
 
 @pytest.mark.parametrize("scripts_cached", [True, False])
