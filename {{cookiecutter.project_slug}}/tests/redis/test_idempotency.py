@@ -170,3 +170,55 @@ async def test_record_write_failing_on_redis_leaves_the_connection_in_step(
     assert (first.status_code, retry.status_code, calls) == (201, 503, 1)  # WRONGTYPE: 503
     assert retry.headers["Retry-After"] == "1"
     assert await redis_client.hgetall(spoilt[0]) == {b"spoilt": b"1"}
+
+
+async def test_any_body_is_replayed_as_it_was_sent(redis_url: str, prefix: str) -> None:
+    payload = bytes(range(256)) + b'\n{"x": 1}\r\n\n'  # binary, with newlines and JSON
+
+    async def binary() -> Response:
+        return Response(payload, status_code=200, media_type="application/octet-stream")
+
+    app = FastAPI()
+    app.post("/blobs")(binary)
+    make_idempotent(app.router.routes, "POST", "/blobs", IdempotencySettings())
+    async with open_redis(RedisSettings(url=redis_url, key_prefix=prefix), service="t") as store:
+        app.state.redis = store
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            first = await http.post("/blobs", headers=key("b"), content=b"in")
+            retry = await http.post("/blobs", headers=key("b"), content=b"in")
+    assert first.content == retry.content == payload
+    assert retry.headers["Content-Type"] == "application/octet-stream"
+    assert retry.headers["Idempotent-Replayed"] == "?1"
+
+
+async def test_a_claim_taken_over_after_expiry_is_not_overwritten(
+    redis_url: str, prefix: str
+) -> None:
+    # The first request outlives its claim; a retry claims the key again and finishes
+    # first: the late first answer must not replace the retry's stored one.
+    calls = 0
+
+    async def slow() -> Response:
+        nonlocal calls
+        calls += 1
+        mine = calls
+        if mine == 1:
+            await asyncio.sleep(0.5)
+        return Response(b"answer %d" % mine, status_code=201)
+
+    app = FastAPI()
+    app.post("/jobs")(slow)
+    make_idempotent(app.router.routes, "POST", "/jobs", IdempotencySettings(in_flight_seconds=0.2))
+    async with open_redis(RedisSettings(url=redis_url, key_prefix=prefix), service="t") as store:
+        app.state.redis = store
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            first = asyncio.ensure_future(http.post("/jobs", headers=key("x")))
+            await asyncio.sleep(0.3)  # the first's claim has expired
+            second = await http.post("/jobs", headers=key("x"))
+            await first
+            third = await http.post("/jobs", headers=key("x"))
+    assert (first.result().content, second.content) == (b"answer 1", b"answer 2")
+    assert third.content == b"answer 2"
+    assert third.headers["Idempotent-Replayed"] == "?1"

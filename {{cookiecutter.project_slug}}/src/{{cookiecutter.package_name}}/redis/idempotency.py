@@ -30,6 +30,8 @@ from {{ cookiecutter.package_name }}.redis.scripts import Script
 from {{ cookiecutter.package_name }}.service.problems import retry_after, send_problem
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from {{ cookiecutter.package_name }}.redis.settings import IdempotencySettings
@@ -66,11 +68,11 @@ if found then return found end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 """)
-# KEYS[1]: the record; ARGV: claim token, final record (or '' to release), lifetime (ms).
-# Only the claim's owner may finish it: after an expiry, someone else may hold it.
+# KEYS[1]: the record; ARGV: the claim, final record (or '' to release), lifetime (ms).
+# Only the claim's owner may finish it (its claim, with its random token, is still
+# there): after an expiry, someone else may hold it.
 FINISH_SCRIPT: Final = Script("""
-local found = redis.call('GET', KEYS[1])
-if not found or cjson.decode(found)['token'] ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
 return 1
@@ -124,12 +126,14 @@ class Idempotent:
             await _problem(send, scope, 413, f"the body exceeds {self._max_body} bytes")
             return
         store: RedisStore | None = scope["app"].state.redis
-        fingerprint = binascii.hexlify(
-            hashlib.sha256(
-                b"%s %s?%s\n%s"
-                % (scope["method"].encode(), scope["path"].encode(), scope["query_string"], body)
-            ).digest()
+        # BLAKE2b (built in): ~4k instructions less than SHA-256 through OpenSSL.
+        request = b"%s %s?%s\n%s" % (
+            scope["method"].encode(),
+            scope["path"].encode(),
+            scope["query_string"],
+            body,
         )
+        fingerprint = hashlib.blake2b(request, digest_size=16).hexdigest().encode()
         caller = caller_key(scope, self._api_key_header)
         token = binascii.hexlify(os.urandom(16))  # `secrets.token_hex`, as bytes
         # JSON written out, here and for the record (~4k instructions less than orjson with
@@ -146,13 +150,16 @@ class Idempotent:
             await _problem(send, scope, 503, "idempotency keys are unavailable", retry=1)
             return
         if found is not None:
-            await self._answer_retry(orjson.loads(found), fingerprint, scope, send)
+            await self._answer_retry(found, fingerprint, scope, send)
             return
-        await self._run_first(scope, send, body, receive, store, record_key, token, fingerprint)
+        await self._run_first(scope, send, body, receive, store, record_key, claim, fingerprint)
 
     async def _answer_retry(
-        self, record: dict[str, Any], fingerprint: bytes, scope: Scope, send: Send
+        self, found: bytes, fingerprint: bytes, scope: Scope, send: Send
     ) -> None:
+        # A claim is JSON; a record, JSON, a newline and the body as it was sent.
+        meta, _, body = found.partition(b"\n")
+        record: dict[str, Any] = orjson.loads(meta)
         if record["fingerprint"] != fingerprint.decode():
             await _problem(send, scope, 422, f"this {HEADER} was used with a different request")
         elif record["state"] == "running":
@@ -162,7 +169,6 @@ class Idempotent:
                 (name.encode("latin-1"), value.encode("latin-1"))
                 for name, value in record["headers"]
             ]
-            body = bytes.fromhex(record["body"])
             headers += [
                 (b"content-length", str(len(body)).encode()),
                 (REPLAYED_HEADER.lower().encode(), b"?1"),
@@ -180,7 +186,7 @@ class Idempotent:
         receive: Receive,
         store: RedisStore,
         record_key: bytes,
-        token: bytes,
+        claim: bytes,
         fingerprint: bytes,
     ) -> None:
         status = 0
@@ -196,7 +202,7 @@ class Idempotent:
             body_sent = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        async def capture(message: Message) -> None:
+        def capture(message: Message) -> Awaitable[None]:  # not a coroutine: ~1k less
             nonlocal status, size
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -209,7 +215,7 @@ class Idempotent:
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 chunks.append(chunk)
-            await send(message)
+            return send(message)
 
         record = b""
         try:
@@ -217,15 +223,17 @@ class Idempotent:
         finally:
             # A 5xx, a failure or a body too large to keep: release the key for a retry.
             if 0 < status < 500 and size <= self._max_body:  # noqa: PLR2004
-                headers, hex_body = orjson.dumps(kept), binascii.hexlify(b"".join(chunks))
-                record = (
-                    b'{"token":"%s","fingerprint":"%s","state":"done","status":%d,'
-                    b'"headers":%s,"body":"%s"}' % (token, fingerprint, status, headers, hex_body)
+                # The body as it was sent, after the JSON (no hex: ~2k instructions less).
+                record = b'{"fingerprint":"%s","state":"done","status":%d,"headers":%s}\n%s' % (
+                    fingerprint,
+                    status,
+                    orjson.dumps(kept),
+                    b"".join(chunks),
                 )
             # One write, unanswered: the answer has been sent already, and a retry through
             # this replica follows it on the same connection. Should it fail, the claim
             # expires after `in_flight_seconds` (retries get 409 until then).
-            finish = (record_key,), (token, record, self._ttl_ms)
+            finish = (record_key,), (claim, record, self._ttl_ms)
             try:
                 if not store.run_unanswered(FINISH_SCRIPT, *finish):
                     await store.run(FINISH_SCRIPT, *finish)
