@@ -111,6 +111,18 @@ async def test_unanswered_writes_keep_replies_in_step(client: ScriptClient, pref
         assert await client.execute("GET", prefix + "w") == f"{round_}-39".encode()
 
 
+async def test_a_script_with_percent_signs_is_sent_in_full_intact(
+    client: ScriptClient, prefix: str
+) -> None:
+    # The script's source is part of a `%` format when sent in full (unanswered writes).
+    script = Script("return redis.call('SET', KEYS[1], string.format('%d%%', ARGV[1]))")
+    await client.execute("PING")
+    assert client.evalsha_unanswered(script, (prefix + "p",), (7,))
+    assert await client.execute("GET", prefix + "p") == b"7%"
+    assert await client.evalsha(script, (prefix + "p",), (8,)) == b"OK"
+    assert await client.execute("GET", prefix + "p") == b"8%"
+
+
 async def test_client_reply_refused_means_no_unanswered_writes(
     redis_client: aioredis.Redis, redis_url: str, prefix: str
 ) -> None:
