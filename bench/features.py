@@ -91,7 +91,7 @@ FEATURES = [
         "idempotency lookup (POST with a key)",
         route="items_post_key",
         against="items_post",
-        note="with Redis; a round trip before (claim), one write after (reply not awaited)",
+        note="with Redis; a round trip before (claim), one write after (unanswered)",
         needs="redis",
     ),
     Feature(

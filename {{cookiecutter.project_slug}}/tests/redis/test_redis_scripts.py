@@ -1,5 +1,5 @@
 """The lean connection of the request path against a real Redis: cancellation, deadline,
-reconnection, AUTH, NOSCRIPT; and the rate limiter's checks cancelled mid-flight."""
+reconnection, AUTH, NOSCRIPT, unanswered writes; the rate limiter's checks cancelled mid-flight."""
 
 from __future__ import annotations
 
@@ -76,6 +76,80 @@ async def test_noscript_sends_the_script_and_goes_on(
     assert await client.evalsha(script, (), ()) == first
 
 
+# Sets KEYS[1] to ARGV[1], or fails (a script error) when ARGV[1] is "fail".
+SET_OR_FAIL = Script("""
+if ARGV[1] == 'fail' then return redis.error_reply('failing on purpose') end
+return redis.call('SET', KEYS[1], ARGV[1])
+""")
+
+
+async def test_unanswered_writes_keep_replies_in_step(client: ScriptClient, prefix: str) -> None:
+    await client.execute("PING")  # connected: the unanswered writes need an open connection
+
+    async def write(value: str) -> None:
+        assert client.evalsha_unanswered(SET_OR_FAIL, (prefix + "w",), (value,))
+
+    rng = random.Random(3)  # noqa: S311 - test data, not a secret
+    for round_ in range(10):
+        # Tasks run in the order made: the writes go out between the calls.
+        calls: dict[str, asyncio.Future[Any]] = {}
+        writes = []
+        for n in range(40):
+            if n % 3 == 0:  # a write nobody waits for, some failing on Redis
+                value = "fail" if n % 5 == 0 else f"{round_}-{n}"
+                writes.append(asyncio.ensure_future(write(value)))
+            else:
+                calls[str(n)] = asyncio.ensure_future(echo(client, str(n)))
+        await asyncio.gather(*writes)
+        for value in rng.sample(sorted(calls), 10):
+            calls[value].cancel()
+        await asyncio.sleep(0)
+        for value, call in calls.items():
+            if not call.cancelled():
+                assert await call == [value.encode(), b"k:" + value.encode()]
+        # The writes ran in order, before what was written after them.
+        assert await client.execute("GET", prefix + "w") == f"{round_}-39".encode()
+
+
+async def test_a_script_with_percent_signs_is_sent_in_full_intact(
+    client: ScriptClient, prefix: str
+) -> None:
+    # The script's source is part of a `%` format when sent in full (unanswered writes).
+    script = Script("return redis.call('SET', KEYS[1], string.format('%d%%', ARGV[1]))")
+    await client.execute("PING")
+    assert client.evalsha_unanswered(script, (prefix + "p",), (7,))
+    assert await client.execute("GET", prefix + "p") == b"7%"
+    assert await client.evalsha(script, (prefix + "p",), (8,)) == b"OK"
+    assert await client.execute("GET", prefix + "p") == b"8%"
+
+
+async def test_client_reply_refused_means_no_unanswered_writes(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    # An ACL (or a proxy) that refuses CLIENT REPLY: such writes are then not sent at all
+    # (the caller awaits them instead), and the connection works as before.
+    user, password = "t-" + secrets.token_hex(4), secrets.token_hex(16)
+    await redis_client.acl_setuser(
+        user,
+        enabled=True,
+        passwords=[f"+{password}"],
+        keys=[f"{prefix}*"],
+        commands=["+@all", "-client|reply"],
+    )
+    base = redis_url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    refused = ScriptClient(
+        f"redis://{user}:{password}@{base}/0", connect_timeout=1, command_timeout=0.5
+    )
+    try:
+        assert await refused.evalsha(SET_OR_FAIL, (prefix + "r",), ("1",)) == b"OK"
+        assert not refused.evalsha_unanswered(SET_OR_FAIL, (prefix + "r",), ("2",))
+        assert await refused.evalsha(SET_OR_FAIL, (prefix + "r",), ("3",)) == b"OK"
+        assert await redis_client.get(prefix + "r") == b"3"
+    finally:
+        await refused.aclose()
+        await redis_client.acl_deluser(user)
+
+
 async def test_reconnects_after_the_server_drops_the_connection(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:
@@ -102,8 +176,8 @@ async def test_calls_pending_when_the_connection_drops_fail_and_the_next_reconne
             await reader.read(1 << 16)
             writer.close()  # with the command unanswered
             return
-        while data := await reader.read(1 << 16):
-            writer.write(b"+PONG\r\n" * data.count(b"PING"))
+        while data := await reader.read(1 << 16):  # CLIENT REPLY ON (the handshake), PINGs
+            writer.write(b"+OK\r\n" * data.count(b"REPLY") + b"+PONG\r\n" * data.count(b"PING"))
         writer.close()
 
     server = await asyncio.start_server(drop_first, "127.0.0.1", 0)

@@ -16,6 +16,7 @@ than running unprotected; requests without a key are not affected.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import os
 import re
@@ -29,6 +30,8 @@ from {{ cookiecutter.package_name }}.redis.scripts import Script
 from {{ cookiecutter.package_name }}.service.problems import retry_after, send_problem
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from {{ cookiecutter.package_name }}.redis.settings import IdempotencySettings
@@ -40,8 +43,10 @@ HEADER: Final = "Idempotency-Key"
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
 _HEADER: Final = HEADER.lower().encode("ascii")
 MAX_KEY_LENGTH: Final = 255
-# Printable ASCII without the quote and the backslash (a structured-field string's body).
-_KEY: Final = re.compile(rb"[\x20\x21\x23-\x5b\x5d-\x7e]{1,%d}" % MAX_KEY_LENGTH)
+# Printable ASCII without the quote and the backslash (a structured-field string's body),
+# quoted or bare: one match, whichever it is.
+_KEY_BODY: Final = rb"[\x20\x21\x23-\x5b\x5d-\x7e]{1,%d}" % MAX_KEY_LENGTH
+_KEY: Final = re.compile(rb'"(%s)"|(%s)' % (_KEY_BODY, _KEY_BODY))
 # Stored with the answer; the rest (request id, rate limits) belongs to each request.
 _KEPT_HEADERS: Final = frozenset(
     {
@@ -63,27 +68,33 @@ if found then return found end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 """)
-# KEYS[1]: the record; ARGV: claim token, final record (or '' to release), lifetime (ms).
-# Only the claim's owner may finish it: after an expiry, someone else may hold it.
+# KEYS[1]: the record; ARGV: the claim, final record (or '' to release), lifetime (ms).
+# Only the claim's owner may finish it (its claim, with its random token, is still
+# there): after an expiry, someone else may hold it.
 FINISH_SCRIPT: Final = Script("""
-local found = redis.call('GET', KEYS[1])
-if not found or cjson.decode(found)['token'] ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
 return 1
 """)
 
 
-def parse_key(value: bytes) -> str | None:
+def parse_key(value: bytes) -> bytes | None:
     """The key from the header: a structured-field string (``"..."``), 1-255 characters.
 
     A bare token (``Idempotency-Key: 4f8a...``) is accepted too: many clients send one.
     """
-    if len(value) >= 2 and value[:1] == b'"' == value[-1:]:  # noqa: PLR2004 - two quotes
-        value = value[1:-1]
-    if _KEY.fullmatch(value) is None:
-        return None
-    return value.decode("ascii")
+    found = _KEY.fullmatch(value)
+    return None if found is None else found[1] or found[2]
+
+
+def store_key(prefix: str, caller: str, key: bytes) -> bytes:
+    """Where a caller's key is stored: the key as sent, after the caller and its length.
+
+    The length keeps callers apart (one may contain ``:``); the key is not hashed (~6k
+    instructions a request): it is printable ASCII of 255 characters at most.
+    """
+    return f"{prefix}idem:{len(caller)}:{caller}:".encode() + key
 
 
 class Idempotent:
@@ -115,32 +126,41 @@ class Idempotent:
             await _problem(send, scope, 413, f"the body exceeds {self._max_body} bytes")
             return
         store: RedisStore | None = scope["app"].state.redis
-        fingerprint = hashlib.sha256(
-            b"%s %s?%s\n%s"
-            % (scope["method"].encode(), scope["path"].encode(), scope["query_string"], body)
-        ).hexdigest()
+        # BLAKE2b (built in): ~4k instructions less than SHA-256 through OpenSSL.
+        request = b"%s %s?%s\n%s" % (
+            scope["method"].encode(),
+            scope["path"].encode(),
+            scope["query_string"],
+            body,
+        )
+        fingerprint = hashlib.blake2b(request, digest_size=16).hexdigest().encode()
         caller = caller_key(scope, self._api_key_header)
-        token = os.urandom(16).hex()  # `secrets.token_hex`, without its two Python calls
-        claim = orjson.dumps({"token": token, "fingerprint": fingerprint, "state": "running"})
+        token = binascii.hexlify(os.urandom(16))  # `secrets.token_hex`, as bytes
+        # JSON written out, here and for the record (~4k instructions less than orjson with
+        # a dict, both): the hex needs no escaping.
+        claim = b'{"token":"%s","fingerprint":"%s","state":"running"}' % (token, fingerprint)
         if store is None:  # the app wraps routes only when Redis is configured
             await self.app(scope, receive, send)
             return
         try:
-            record_key = store.key("idem", caller, hashlib.sha256(key.encode()).hexdigest())
+            record_key = store_key(store.key_prefix, caller, key)
             found = await store.run(CLAIM_SCRIPT, (record_key,), (claim, self._in_flight_ms))
         except Exception as exc:  # noqa: BLE001 - an open circuit or any redis-py error
             log.warning("idempotency_unavailable", error=f"{type(exc).__name__}: {exc}")
             await _problem(send, scope, 503, "idempotency keys are unavailable", retry=1)
             return
         if found is not None:
-            await self._answer_retry(orjson.loads(found), fingerprint, scope, send)
+            await self._answer_retry(found, fingerprint, scope, send)
             return
-        await self._run_first(scope, send, body, receive, store, record_key, token, fingerprint)
+        await self._run_first(scope, send, body, receive, store, record_key, claim, fingerprint)
 
     async def _answer_retry(
-        self, record: dict[str, Any], fingerprint: str, scope: Scope, send: Send
+        self, found: bytes, fingerprint: bytes, scope: Scope, send: Send
     ) -> None:
-        if record["fingerprint"] != fingerprint:
+        # A claim is JSON; a record, JSON, a newline and the body as it was sent.
+        meta, _, body = found.partition(b"\n")
+        record: dict[str, Any] = orjson.loads(meta)
+        if record["fingerprint"] != fingerprint.decode():
             await _problem(send, scope, 422, f"this {HEADER} was used with a different request")
         elif record["state"] == "running":
             await _problem(send, scope, 409, f"a request with this {HEADER} is in progress", 1)
@@ -149,7 +169,6 @@ class Idempotent:
                 (name.encode("latin-1"), value.encode("latin-1"))
                 for name, value in record["headers"]
             ]
-            body = bytes.fromhex(record["body"])
             headers += [
                 (b"content-length", str(len(body)).encode()),
                 (REPLAYED_HEADER.lower().encode(), b"?1"),
@@ -166,9 +185,9 @@ class Idempotent:
         body: bytes,
         receive: Receive,
         store: RedisStore,
-        record_key: str,
-        token: str,
-        fingerprint: str,
+        record_key: bytes,
+        claim: bytes,
+        fingerprint: bytes,
     ) -> None:
         status = 0
         kept: list[tuple[str, str]] = []
@@ -183,7 +202,7 @@ class Idempotent:
             body_sent = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        async def capture(message: Message) -> None:
+        def capture(message: Message) -> Awaitable[None]:  # not a coroutine: ~1k less
             nonlocal status, size
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -196,7 +215,7 @@ class Idempotent:
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 chunks.append(chunk)
-            await send(message)
+            return send(message)
 
         record = b""
         try:
@@ -204,28 +223,22 @@ class Idempotent:
         finally:
             # A 5xx, a failure or a body too large to keep: release the key for a retry.
             if 0 < status < 500 and size <= self._max_body:  # noqa: PLR2004
-                record = orjson.dumps(
-                    {
-                        "token": token,
-                        "fingerprint": fingerprint,
-                        "state": "done",
-                        "status": status,
-                        "headers": kept,
-                        "body": b"".join(chunks).hex(),
-                    }
+                # The body as it was sent, after the JSON (no hex: ~2k instructions less).
+                record = b'{"fingerprint":"%s","state":"done","status":%d,"headers":%s}\n%s' % (
+                    fingerprint,
+                    status,
+                    orjson.dumps(kept),
+                    b"".join(chunks),
                 )
-            # One write, its reply not awaited: the answer has been sent already, and a
-            # retry through this replica follows it on the same connection.
-            finish = (record_key,), (token, record, self._ttl_ms)
+            # One write, unanswered: the answer has been sent already, and a retry through
+            # this replica follows it on the same connection. Should it fail, the claim
+            # expires after `in_flight_seconds` (retries get 409 until then).
+            finish = (record_key,), (claim, record, self._ttl_ms)
             try:
-                if not store.run_soon(FINISH_SCRIPT, *finish, _not_stored):
+                if not store.run_unanswered(FINISH_SCRIPT, *finish):
                     await store.run(FINISH_SCRIPT, *finish)
             except Exception as exc:  # noqa: BLE001 - the claim expires on its own
-                _not_stored(exc)
-
-
-def _not_stored(exc: BaseException) -> None:
-    log.warning("idempotency_record_not_stored", error=f"{type(exc).__name__}: {exc}")
+                log.warning("idempotency_record_not_stored", error=f"{type(exc).__name__}: {exc}")
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:

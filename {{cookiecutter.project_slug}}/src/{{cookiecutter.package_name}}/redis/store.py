@@ -96,39 +96,18 @@ class RedisStore:
         breaker.settle(admitted, None)
         return result
 
-    def run_soon(
-        self,
-        script: Script,
-        keys: Sequence[Arg],
-        args: Sequence[Arg],
-        on_failure: Callable[[BaseException], None],
-    ) -> bool:
-        """Send a request-path script whose reply nobody waits for (a write after the answer).
+    def run_unanswered(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> bool:
+        """Send a request-path script whose outcome nobody needs (a write after the answer).
 
-        Sent in full (``EVAL``), not by SHA: a ``NOSCRIPT`` reply resent later would let
-        commands written meanwhile overtake it. Under the breaker as `run` (raises
-        `CircuitOpenError` while it is open); the outcome is settled, and a failure
-        passed to `on_failure`, when the reply comes. False, sending nothing, when the
-        lean connection is not open or spans are exported: then `await run(...)`.
+        Redis sends no reply (`ScriptClient.evalsha_unanswered`): nothing to read, match
+        or settle, so it is outside the breaker (the call before it was admitted); it
+        counts as a command, and its failures are not seen (the next call's are). False,
+        sending nothing, when the lean connection cannot (not open, ``CLIENT REPLY``
+        refused) or spans are exported: then `await run(...)`.
         """
-        if self._span is not None or not self.scripts.connected:
-            return False
-        admitted = self.breaker.admit()
-        sent = self.scripts.evalsha_soon(script, keys, args, full=True)
-        if sent is None:  # not reached: `connected` was checked above
-            self.breaker.settle(admitted, None)
+        if self._span is not None or not self.scripts.evalsha_unanswered(script, keys, args):
             return False
         self.commands += 1
-
-        def settle(future: asyncio.Future[Any]) -> None:
-            exc = future.exception() if not future.cancelled() else asyncio.CancelledError()
-            if exc is not None and is_redis_failure(exc):
-                self.errors += 1
-            self.breaker.settle(admitted, exc)
-            if exc is not None:
-                on_failure(exc)
-
-        sent.add_done_callback(settle)
         return True
 
     @property
