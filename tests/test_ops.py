@@ -43,7 +43,13 @@ BAKES: dict[str, dict[str, str]] = {
     "no-metrics": {"project_name": "Quiet", "metrics": "none", "broker": "nats"},
 }
 REDIS_ALERTS = {"RateLimiterFailingOpen"}
-BROKER_ALERTS = {"MessageBacklogGrowing", "MessagesDeadLettered", "WorkerMetricsMissing"}
+BROKER_ALERTS = {
+    "MessageBacklogGrowing",
+    "MessagesDeadLettered",
+    "OutboxEventsRefused",
+    "OutboxNotPublishing",
+    "WorkerMetricsMissing",
+}
 CORE_ALERTS = {
     "APIAvailabilityBudgetBurnFast",
     "APIAvailabilityBudgetBurnSlow",
