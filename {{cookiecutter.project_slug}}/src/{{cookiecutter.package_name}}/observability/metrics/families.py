@@ -8,6 +8,8 @@ workers, set `PROMETHEUS_MULTIPROC_DIR`: every worker then writes its samples th
 from __future__ import annotations
 
 import os
+from contextlib import suppress
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import Request, Response
@@ -162,10 +164,32 @@ class Metrics:
         source = self.registry
         if self.multiprocess:
             source = CollectorRegistry()
-            multiprocess.MultiProcessCollector(source)  # type: ignore[no-untyped-call]
+            source.register(_WorkersFiles(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
         scrape = CollectorRegistry()
         scrape.register(_WithRequestsTotal(source))
         return generate_latest(scrape)
+
+
+class _WorkersFiles(Collector):
+    """Every worker's samples, as `multiprocess.MultiProcessCollector`, minus unsized files.
+
+    A worker creates each of its files empty and sizes it a moment later (it stays empty
+    if the worker is killed in between); the library's collector then fails the whole
+    scrape with `struct.error` (prometheus/client_python#1199, seen here as a 500 from
+    `/metrics` under load). An empty file holds no sample yet: it is left out.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = Path(path)
+
+    def collect(self) -> Iterable[Metric]:
+        files = []
+        for file in self._path.glob("*.db"):
+            with suppress(FileNotFoundError):  # a dead worker's, removed meanwhile
+                if file.stat().st_size > 0:
+                    files.append(str(file))
+        merged: Iterable[Metric] = multiprocess.MultiProcessCollector.merge(files)  # type: ignore[no-untyped-call]
+        return merged
 
 
 class _WithRequestsTotal(Collector):
