@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -37,6 +38,24 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def no_client_reply_url(
+    redis_client: aioredis.Redis, redis_url: str, prefix: str
+) -> AsyncIterator[str]:
+    """A URL of a user of this test's keys who may not use CLIENT REPLY (an ACL, a proxy)."""
+    user, password = "t-" + secrets.token_hex(4), secrets.token_hex(16)
+    await redis_client.acl_setuser(
+        user,
+        enabled=True,
+        passwords=[f"+{password}"],
+        keys=[f"{prefix}*"],
+        commands=["+@all", "-client|reply"],
+    )
+    base = redis_url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    yield f"redis://{user}:{password}@{base}/0"
+    await redis_client.acl_deluser(user)
 
 
 def redis_settings(
